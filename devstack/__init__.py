@@ -1,0 +1,1 @@
+"""The local stack behind `make run`: database, migrations and every process, supervised."""

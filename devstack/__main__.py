@@ -1,0 +1,81 @@
+"""`python -m devstack [run|migrate]`: the local system on embedded defaults.
+
+`run` (the default) starts PostgreSQL unless DATABASE_URL is set, applies migrations, then
+starts every service as a child process and supervises them until Ctrl-C or SIGTERM, which it
+forwards so each child drains gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from devstack.database import database_url, migrate_all
+from service_kit.logs import configure_logging
+
+log = logging.getLogger("devstack")
+
+
+def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(name, argv, extra environment) of every long-running process."""
+    py = sys.executable
+    return [
+        ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url,
+                                               "GRPC_PORT": os.environ.get("QUOTE_GRPC_PORT", "50051")}),
+    ]
+
+
+def run() -> int:
+    """Start everything and wait; returns the exit status."""
+    url = database_url()
+    migrate_all(url)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for name, argv, env in _processes(url):
+        children[name] = subprocess.Popen(argv, env={**os.environ, **env})
+        log.info("started", extra={"process": name, "pid": children[name].pid})
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error("process exited", extra={"process": name, "code": child.returncode})
+                stopping, status = True, 1
+        time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    log.info("stopped")
+    return status
+
+
+def main() -> int:
+    """Dispatch `run` or `migrate`."""
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    command = sys.argv[1] if len(sys.argv) > 1 else "run"
+    if command == "migrate":
+        migrate_all(database_url())
+        return 0
+    if command == "run":
+        return run()
+    sys.stderr.write("usage: python -m devstack [run|migrate]\n")
+    return 2
+
+
+sys.exit(main())

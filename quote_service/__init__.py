@@ -1,0 +1,1 @@
+"""The quote bounded context: prices ramps and hands out single-use quotes (schema `quote`)."""

@@ -1,0 +1,1 @@
+"""The quote context's outside world: the pricing configuration file."""

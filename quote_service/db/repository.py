@@ -1,0 +1,105 @@
+"""Quote persistence. Repositories add, query and flush; the service layer commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quote_service.db.models import QuoteRow
+from quote_service.domain.corridors import DECIMALS
+from quote_service.domain.pricing import Fees, quantum
+from quote_service.domain.quote import QuoteStatus, QuoteTicket
+
+
+def _to_ticket(row: QuoteRow) -> QuoteTicket:
+    def money(value: Decimal, currency: str) -> Decimal:
+        # NUMERIC(38, 18) pads the scale; show amounts at their currency's decimals.
+        return value.quantize(quantum(DECIMALS[currency]))
+
+    fee_currency = row.fee_currency
+    return QuoteTicket(
+        id=row.id,
+        ramp_type=row.ramp_type,
+        from_network=row.from_network,
+        to_network=row.to_network,
+        input_amount=money(row.input_amount, row.input_currency),
+        input_currency=row.input_currency,
+        output_amount=money(row.output_amount, row.output_currency),
+        output_currency=row.output_currency,
+        rate=row.rate,
+        fees=Fees(
+            network=money(row.fee_network, fee_currency),
+            platform=money(row.fee_platform, fee_currency),
+            anchor=money(row.fee_anchor, fee_currency),
+            partner_markup=money(row.fee_partner_markup, fee_currency),
+            currency=fee_currency,
+        ),
+        partner_id=row.partner_id,
+        status=QuoteStatus(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        consumed_by=row.consumed_by,
+        consumed_at=row.consumed_at,
+    )
+
+
+class QuoteRepository:
+    """Reads and writes quote tickets inside the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, ticket: QuoteTicket) -> None:
+        """Insert a new ticket."""
+        self._session.add(
+            QuoteRow(
+                id=ticket.id,
+                ramp_type=ticket.ramp_type,
+                from_network=ticket.from_network,
+                to_network=ticket.to_network,
+                input_amount=ticket.input_amount,
+                input_currency=ticket.input_currency,
+                output_amount=ticket.output_amount,
+                output_currency=ticket.output_currency,
+                rate=ticket.rate,
+                fee_network=ticket.fees.network,
+                fee_platform=ticket.fees.platform,
+                fee_anchor=ticket.fees.anchor,
+                fee_partner_markup=ticket.fees.partner_markup,
+                fee_total=ticket.fees.total,
+                fee_currency=ticket.fees.currency,
+                partner_id=ticket.partner_id,
+                status=ticket.status.value,
+                created_at=ticket.created_at,
+                expires_at=ticket.expires_at,
+            )
+        )
+        await self._session.flush()
+
+    async def get(self, quote_id: uuid.UUID) -> QuoteTicket | None:
+        """The ticket with this id, or None."""
+        row = await self._session.get(QuoteRow, quote_id)
+        return _to_ticket(row) if row else None
+
+    async def consume_if_pending(
+        self, quote_id: uuid.UUID, ramp_id: str, now: datetime
+    ) -> QuoteTicket | None:
+        """Atomically mark a pending, unexpired ticket consumed; None when it was not."""
+        result = await self._session.execute(
+            update(QuoteRow)
+            .where(
+                QuoteRow.id == quote_id,
+                QuoteRow.status == QuoteStatus.PENDING.value,
+                QuoteRow.expires_at > now,
+            )
+            .values(status=QuoteStatus.CONSUMED.value, consumed_by=ramp_id, consumed_at=now)
+            .returning(QuoteRow)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.scalar_one_or_none()
+        return _to_ticket(row) if row else None
+

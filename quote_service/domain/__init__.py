@@ -1,0 +1,1 @@
+"""Pure quote logic: corridors, pricing and the quote lifecycle. No I/O."""

@@ -1,0 +1,59 @@
+"""Wiring of the quote service: the only place that builds things."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from quote_service.adapters.pricing_file import load_pricing
+from quote_service.api.servicer import QuoteServicer
+from quote_service.config import QuoteSettings
+from quote_service.service import Clock, QuoteService, utc_now
+from service_kit.config import load_settings
+from service_kit.db import create_engine, session_factory
+from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
+from service_kit.logs import configure_logging
+
+SERVICE_NAME = quote_pb2.DESCRIPTOR.services_by_name["QuoteService"].full_name
+
+
+@dataclass
+class QuoteDeps:
+    """What the server needs from outside: a clock (tests inject one)."""
+
+    clock: Clock = utc_now
+
+
+def create_server(settings: QuoteSettings, deps: QuoteDeps | None = None) -> tuple[RunningServer, QuoteService]:
+    """Build the quote gRPC server (not started) and the service behind it."""
+    deps = deps or QuoteDeps()
+    pricing, pools = load_pricing(settings.pricing_file)
+    engine = create_engine(settings, "quote_service")
+    service = QuoteService(
+        session_factory(engine), pricing, pools, timedelta(seconds=settings.quote_ttl_s), deps.clock
+    )
+    running = build_server(
+        settings.grpc_host,
+        settings.grpc_port,
+        lambda server: quote_pb2_grpc.add_QuoteServiceServicer_to_server(
+            QuoteServicer(service), server
+        ),
+        [SERVICE_NAME],
+        log_rpcs=settings.log_rpcs,
+    )
+    return running, service
+
+
+def run() -> None:
+    """Entry point of `python -m quote_service`."""
+    settings = load_settings(QuoteSettings)
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
+    try:
+        running, _ = create_server(settings)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"quote service cannot start: {exc}") from exc
+    asyncio.run(serve_until_signal(running, settings.shutdown_grace_s))

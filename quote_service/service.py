@@ -1,0 +1,76 @@
+"""Quote use cases: each one short transaction, opened here and nowhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from quote_service.db.repository import QuoteRepository
+from quote_service.domain.errors import QuoteNotFound
+from quote_service.domain.pricing import PriceSource, PricingConfig, QuoteRequest, price_quote
+from quote_service.domain.quote import QuoteTicket, new_ticket, parse_quote_id, parse_ramp_id
+from service_kit.errors import Conflict
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+class QuoteService:
+    """Creates, reads and consumes quotes."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pricing: PricingConfig,
+        price_source: PriceSource,
+        ttl: timedelta,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._pricing = pricing
+        self._price_source = price_source
+        self._ttl = ttl
+        self._clock = clock
+
+    async def create_quote(self, request: QuoteRequest) -> QuoteTicket:
+        """Price `request` and store it as a PENDING quote."""
+        price = price_quote(request, self._pricing, self._price_source)
+        ticket = new_ticket(request, price, self._clock(), self._ttl)
+        async with self._sessions.begin() as session:
+            await QuoteRepository(session).add(ticket)
+        return ticket
+
+    async def get_quote(self, quote_id: str) -> QuoteTicket:
+        """The quote as a reader sees it now (a stale PENDING reads as EXPIRED)."""
+        qid = parse_quote_id(quote_id)
+        async with self._sessions.begin() as session:
+            ticket = await QuoteRepository(session).get(qid)
+        if ticket is None:
+            raise QuoteNotFound(quote_id)
+        return dataclasses.replace(ticket, status=ticket.status_at(self._clock()))
+
+    async def consume_quote(self, quote_id: str, ramp_id: str) -> QuoteTicket:
+        """Atomically give the quote to `ramp_id`; repeating the call for the same ramp succeeds."""
+        qid = parse_quote_id(quote_id, "quote_id")
+        ramp = parse_ramp_id(ramp_id)
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            repo = QuoteRepository(session)
+            consumed = await repo.consume_if_pending(qid, ramp, now)
+            if consumed is not None:
+                return consumed
+            ticket = await repo.get(qid)
+        if ticket is None:
+            raise QuoteNotFound(quote_id)
+        if ticket.check_consumable_by(ramp, now):
+            return ticket
+        # Pending and unexpired, yet the conditional update matched nothing: a concurrent
+        # writer changed it between our statements. Safe for the caller to retry.
+        raise Conflict("QUOTE_CONSUME_RACE", f"quote {quote_id} changed concurrently; retry")

@@ -1,0 +1,225 @@
+"""The gRPC server bootstrap every service shares.
+
+`build_server` returns an aio server with health checking, reflection and one interceptor for
+the cross-cutting concerns (request id, access log, domain error → status mapping).
+`serve_until_signal` runs it until SIGTERM/SIGINT, then drains in-flight calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service_kit import errors
+from service_kit.logs import request_id
+
+log = logging.getLogger("grpc")
+
+ERROR_DOMAIN = "pendulumpay.com"
+REQUEST_ID_KEY = "x-request-id"
+
+# The one table from domain error kinds to gRPC codes.
+STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Conflict: grpc.StatusCode.ABORTED,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code_for(exc: errors.DomainError) -> grpc.StatusCode:
+    """The gRPC code for a domain error, by the nearest kind in its class hierarchy."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, exc: errors.DomainError | None = None
+) -> status_pb2.Status:
+    """A `google.rpc.Status` with `ErrorInfo` and, for bad fields, `BadRequest` details."""
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain=ERROR_DOMAIN, metadata=dict(exc.metadata) if exc else {}
+    )
+    details = [info]
+    if exc is not None and exc.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_msg = any_pb2.Any()
+        any_msg.Pack(detail)
+        packed.append(any_msg)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
+    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    await context.abort(
+        code,
+        status.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the request id, logs each unary call and maps domain errors to rich statuses."""
+
+    def __init__(self, log_rpcs: bool = True) -> None:
+        self._log_rpcs = log_rpcs
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        inner = handler.unary_unary
+        metadata = dict(handler_call_details.invocation_metadata or ())
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id.set(str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex))
+            started = time.perf_counter()
+            outcome = "OK"
+            try:
+                return await inner(request, context)
+            except errors.DomainError as exc:
+                code = status_code_for(exc)
+                outcome = f"{code.name}:{exc.reason}"
+                await _abort(context, rich_status(code, exc.message, exc.reason, exc))
+            except grpc.aio.AbortError:  # the handler aborted on purpose
+                outcome = "ABORTED_BY_HANDLER"
+                raise
+            except asyncio.CancelledError:
+                outcome = "CANCELLED"
+                raise
+            except Exception as exc:
+                outcome = "INTERNAL"
+                log.exception("unhandled error", extra={"method": method})
+                await _abort(
+                    context,
+                    rich_status(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"),
+                )
+                raise AssertionError("unreachable") from exc
+            finally:
+                if self._log_rpcs:
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "outcome": outcome,
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                        },
+                    )
+                request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class RunningServer:
+    """A built server, the port it bound and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service_names: tuple[str, ...]
+
+    async def start(self) -> None:
+        """Start serving and report every service SERVING."""
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def build_server(
+    host: str,
+    port: int,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Iterable[str],
+    *,
+    log_rpcs: bool = True,
+    max_concurrent_rpcs: int | None = None,
+    reuse_port: bool = False,
+) -> RunningServer:
+    """Build (not start) an aio server with our services plus health and reflection."""
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(log_rpcs)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[("grpc.so_reuseport", int(reuse_port))],
+    )
+    register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = tuple(service_names)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {host}:{port}")
+    return RunningServer(server, bound, health, names)
+
+
+async def serve_until_signal(running: RunningServer, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await running.start()
+    log.info("serving", extra={"port": running.port, "services": list(running.service_names)})
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace})
+    await running.stop(grace)
+    log.info("stopped")
+
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "STATUS_BY_ERROR",
+    "RunningServer",
+    "ServiceInterceptor",
+    "build_server",
+    "rich_status",
+    "serve_until_signal",
+    "status_code_for",
+]
