@@ -24,8 +24,11 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, extra environment) of every long-running process."""
     py = sys.executable
     return [
-        ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url,
-                                               "GRPC_PORT": os.environ.get("QUOTE_GRPC_PORT", "50051")}),
+        (
+            "quote",
+            [py, "-m", "quote_service"],
+            {"DATABASE_URL": url, "GRPC_PORT": os.environ.get("QUOTE_GRPC_PORT", "50051")},
+        ),
     ]
 
 
@@ -36,7 +39,7 @@ def run() -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name, argv, env in _processes(url):
         children[name] = subprocess.Popen(argv, env={**os.environ, **env})
-        log.info("started", extra={"process": name, "pid": children[name].pid})
+        log.info("started", extra={"child": name, "pid": children[name].pid})
 
     stopping = False
 
@@ -50,7 +53,7 @@ def run() -> int:
     while not stopping:
         for name, child in children.items():
             if child.poll() is not None:
-                log.error("process exited", extra={"process": name, "code": child.returncode})
+                log.error("process exited", extra={"child": name, "code": child.returncode})
                 stopping, status = True, 1
         time.sleep(0.2)
     for child in children.values():

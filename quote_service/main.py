@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+
 from quote_service.adapters.pricing_file import load_pricing
 from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings
@@ -26,7 +27,9 @@ class QuoteDeps:
     clock: Clock = utc_now
 
 
-def create_server(settings: QuoteSettings, deps: QuoteDeps | None = None) -> tuple[RunningServer, QuoteService]:
+def create_server(
+    settings: QuoteSettings, deps: QuoteDeps | None = None
+) -> tuple[RunningServer, QuoteService]:
     """Build the quote gRPC server (not started) and the service behind it."""
     deps = deps or QuoteDeps()
     pricing, pools = load_pricing(settings.pricing_file)
@@ -43,7 +46,17 @@ def create_server(settings: QuoteSettings, deps: QuoteDeps | None = None) -> tup
         [SERVICE_NAME],
         log_rpcs=settings.log_rpcs,
     )
+    running.on_stop.append(engine.dispose)
     return running, service
+
+
+async def _serve(settings: QuoteSettings) -> None:
+    # The aio server must be built inside the loop that runs it.
+    try:
+        running, _ = create_server(settings)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"quote service cannot start: {exc}") from exc
+    await serve_until_signal(running, settings.shutdown_grace_s)
 
 
 def run() -> None:
@@ -52,8 +65,4 @@ def run() -> None:
     configure_logging(settings.log_level)
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
-    try:
-        running, _ = create_server(settings)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"quote service cannot start: {exc}") from exc
-    asyncio.run(serve_until_signal(running, settings.shutdown_grace_s))
+    asyncio.run(_serve(settings))

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GEN = ROOT / "build" / "gen"
 DESCRIPTORS = ROOT / "build" / "descriptors.pb"
+BIN = Path(sys.executable).parent  # the virtualenv's scripts, where mypy-protobuf's plugins live
 
 
 def _include_dirs() -> list[str]:
@@ -39,6 +40,8 @@ def main() -> None:
         *(f"-I{d}" for d in _include_dirs()),
         f"--python_out={GEN}",
         f"--grpc_python_out={GEN}",
+        f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={GEN}",
         f"--mypy_grpc_out={GEN}",
         f"--descriptor_set_out={DESCRIPTORS}",

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from service_kit.config import ServiceSettings
 
@@ -37,6 +42,6 @@ def create_engine(settings: ServiceSettings, application_name: str) -> AsyncEngi
     )
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for one unit of work each; objects stay readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -13,7 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -155,6 +155,7 @@ class RunningServer:
     port: int
     health: HealthServicer
     service_names: tuple[str, ...]
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Start serving and report every service SERVING."""
@@ -166,6 +167,8 @@ class RunningServer:
         """Report NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        for release in self.on_stop:  # e.g. dispose the connection pool
+            await release()
 
 
 def build_server(
@@ -189,8 +192,11 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = tuple(service_names)
     reflection.enable_server_reflection(
-        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     bound = server.add_insecure_port(f"{host}:{port}")

@@ -34,7 +34,9 @@ def run_migrations(target_metadata: MetaData) -> None:
     schema = cfg.attributes["schema"]
     engine = create_engine(sqlalchemy_url(cfg.attributes["database_url"]))
     with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"migrate:{schema}"})
+        connection.execute(
+            text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"migrate:{schema}"}
+        )
         try:
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             connection.commit()
@@ -49,6 +51,8 @@ def run_migrations(target_metadata: MetaData) -> None:
                 context.run_migrations()
             connection.commit()
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"migrate:{schema}"})
+            connection.execute(
+                text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"migrate:{schema}"}
+            )
             connection.commit()
     engine.dispose()

@@ -8,7 +8,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from quote_service.domain.corridors import DECIMALS
-from quote_service.domain.pricing import AmountLimits, ConstantProductPools, FeeRule, Pool, PricingConfig
+from quote_service.domain.pricing import (
+    AmountLimits,
+    ConstantProductPools,
+    FeeRule,
+    Pool,
+    PricingConfig,
+)
 
 DEFAULT_PRICING_FILE = Path(__file__).resolve().parent.parent / "pricing.json"
 

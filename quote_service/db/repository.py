@@ -102,4 +102,3 @@ class QuoteRepository:
         )
         row = result.scalar_one_or_none()
         return _to_ticket(row) if row else None
-

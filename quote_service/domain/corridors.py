@@ -50,7 +50,11 @@ CORRIDORS: tuple[Corridor, ...] = (
 
 
 def find_corridor(
-    ramp_type: RampType, from_network: str, to_network: str, input_currency: str, output_currency: str
+    ramp_type: RampType,
+    from_network: str,
+    to_network: str,
+    input_currency: str,
+    output_currency: str,
 ) -> Corridor | None:
     """The corridor matching every field, or None."""
     key = (ramp_type, from_network, to_network, input_currency, output_currency)

@@ -161,10 +161,12 @@ class Price:
     output_amount: Decimal
 
 
-def parse_amount(text: str, currency: str | None, field_name: str) -> tuple[Decimal | None, list[FieldViolation]]:
+def parse_amount(
+    text: str, currency: str | None, field_name: str
+) -> tuple[Decimal | None, list[FieldViolation]]:
     """Parse a positive decimal string with at most the currency's decimals."""
     if not _AMOUNT.match(text):
-        return None, [FieldViolation(field_name, "must be a positive decimal string like \"100.50\"")]
+        return None, [FieldViolation(field_name, 'must be a positive decimal string like "100.50"')]
     amount = Decimal(text)
     if amount <= 0:
         return None, [FieldViolation(field_name, "must be greater than zero")]
@@ -182,10 +184,15 @@ def _validate(request: QuoteRequest, config: PricingConfig) -> tuple[Corridor, D
     for name, value in (("from", request.from_network), ("to", request.to_network)):
         if value not in NETWORKS:
             violations.append(FieldViolation(name, f"must be one of {', '.join(sorted(NETWORKS))}"))
-    for name, value in (("input_currency", request.input_currency), ("output_currency", request.output_currency)):
+    for name, value in (
+        ("input_currency", request.input_currency),
+        ("output_currency", request.output_currency),
+    ):
         if value not in DECIMALS:
             violations.append(FieldViolation(name, f"must be one of {', '.join(sorted(DECIMALS))}"))
-    amount, amount_violations = parse_amount(request.input_amount, request.input_currency, "input_amount")
+    amount, amount_violations = parse_amount(
+        request.input_amount, request.input_currency, "input_amount"
+    )
     violations += amount_violations
     if request.partner_id and request.partner_id not in config.partners:
         violations.append(FieldViolation("partner_id", "unknown partner"))
@@ -203,7 +210,10 @@ def _validate(request: QuoteRequest, config: PricingConfig) -> tuple[Corridor, D
             "UNSUPPORTED_CORRIDOR",
             f"no {request.ramp_type} corridor from {request.from_network} {request.input_currency} "
             f"to {request.to_network} {request.output_currency}",
-            [FieldViolation(f, "unsupported combination") for f in ("ramp_type", "from", "to", "input_currency", "output_currency")],
+            [
+                FieldViolation(f, "unsupported combination")
+                for f in ("ramp_type", "from", "to", "input_currency", "output_currency")
+            ],
         )
     assert amount is not None
     return corridor, amount.quantize(quantum(DECIMALS[corridor.input_currency]))
@@ -223,9 +233,7 @@ def price_quote(request: QuoteRequest, config: PricingConfig, source: PriceSourc
         + config.networks.get(corridor.to_network, NO_FEE).amount(amount, currency),
         platform=config.platform.amount(amount, currency),
         anchor=config.anchors.get(corridor.anchor, NO_FEE).amount(amount, currency),
-        partner_markup=config.partners[request.partner_id].amount(amount, currency)
-        if request.partner_id
-        else ZERO,
+        partner_markup=config.partners.get(request.partner_id, NO_FEE).amount(amount, currency),
         currency=currency,
     )
     net = amount - fees.total
@@ -235,8 +243,12 @@ def price_quote(request: QuoteRequest, config: PricingConfig, source: PriceSourc
         )
     with localcontext() as ctx:
         ctx.prec = 50
-        rate = round_down(source.output_for(corridor.pool_in, corridor.pool_out, net) / net, config.rate_decimals)
+        rate = round_down(
+            source.output_for(corridor.pool_in, corridor.pool_out, net) / net, config.rate_decimals
+        )
         output = round_down(net * rate, DECIMALS[corridor.output_currency])
     if output <= 0:
-        raise amount_rejected("AMOUNT_TOO_LOW_FOR_FEES", "the amount after fees converts to nothing")
+        raise amount_rejected(
+            "AMOUNT_TOO_LOW_FOR_FEES", "the amount after fees converts to nothing"
+        )
     return Price(corridor, amount, fees, rate, output)

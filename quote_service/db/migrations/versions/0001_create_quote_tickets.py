@@ -43,9 +43,7 @@ def upgrade() -> None:
         sa.Column("consumed_at", postgresql.TIMESTAMP(timezone=True)),
         sa.Column("created_at", postgresql.TIMESTAMP(timezone=True), nullable=False),
         sa.Column("expires_at", postgresql.TIMESTAMP(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "status IN ('PENDING', 'CONSUMED', 'EXPIRED')", name="status_valid"
-        ),
+        sa.CheckConstraint("status IN ('PENDING', 'CONSUMED', 'EXPIRED')", name="status_valid"),
         sa.CheckConstraint(
             "(status = 'CONSUMED') = (consumed_by IS NOT NULL)", name="consumed_has_consumer"
         ),
