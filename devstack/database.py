@@ -7,6 +7,8 @@ from pathlib import Path
 
 from quote_service.db import MIGRATIONS_DIR as QUOTE_MIGRATIONS
 from quote_service.db import SCHEMA as QUOTE_SCHEMA
+from ramp_service.db import MIGRATIONS_DIR as RAMP_MIGRATIONS
+from ramp_service.db import SCHEMA as RAMP_SCHEMA
 from service_kit.embedded_pg import start_embedded_postgres
 from service_kit.migrations import upgrade
 
@@ -14,7 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DEVSTACK_DATA_DIR", ROOT / ".data"))
 
 # Every bounded context's migrations, in the order they are applied.
-SCHEMAS: tuple[tuple[Path, str], ...] = ((QUOTE_MIGRATIONS, QUOTE_SCHEMA),)
+SCHEMAS: tuple[tuple[Path, str], ...] = (
+    (QUOTE_MIGRATIONS, QUOTE_SCHEMA),
+    (RAMP_MIGRATIONS, RAMP_SCHEMA),
+)
 
 
 def database_url() -> str:

@@ -1,1 +1,1 @@
-"""The ramp bounded context: ramps, presigned transactions and the phase processor (schema `ramp`)."""
+"""The ramp bounded context: ramps, presigned transactions, the phase processor (schema ramp)."""

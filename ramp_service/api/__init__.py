@@ -1,0 +1,1 @@
+"""gRPC surface of the ramp context."""

@@ -1,0 +1,192 @@
+"""`pendulumpay.ramp.v1.RampService`: protobuf ↔ domain, and idempotency keys for mutations.
+
+Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which maps them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+
+from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
+from ramp_service.idempotency import IdempotencyStore
+from ramp_service.service import RampService, RegisterCommand
+
+IDEMPOTENCY_KEY = "idempotency-key"
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _data(message: ramp_pb2.AdditionalData) -> AdditionalData:
+    return AdditionalData(message.wallet_address, message.destination, message.tax_id)
+
+
+def _presigned(txs: list[ramp_pb2.PresignedTx]) -> list[PresignedTx]:
+    return [PresignedTx(t.phase, t.network, t.signer, t.nonce, t.tx_data, t.signature) for t in txs]
+
+
+def error_to_proto(error: RecordedError) -> ramp_pb2.RampError:
+    """A recorded error as the API shows it."""
+    return ramp_pb2.RampError(
+        phase=error.phase,
+        reason=error.reason,
+        message=error.message,
+        recoverable=error.recoverable,
+        occurred_at=_ts(error.occurred_at),
+    )
+
+
+def ramp_to_proto(record: RampRecord) -> ramp_pb2.Ramp:
+    """A ramp as the API shows it."""
+    q = record.quote
+    partner = record.partner_data
+    if q.ramp_type == "BUY":
+        deposit = ramp_pb2.DepositInstructions(
+            pix_deposit_id=partner.get("pix_deposit_id", ""),
+            pix_copy_paste=partner.get("pix_copy_paste", ""),
+            amount=format(q.input_amount, "f"),
+            currency=q.input_currency,
+            network="pix",
+        )
+    else:
+        pendulum = next((a.address for a in record.accounts if a.network.value == "pendulum"), "")
+        deposit = ramp_pb2.DepositInstructions(
+            amount=format(q.input_amount, "f"),
+            currency=q.input_currency,
+            network=q.from_network,
+            address=pendulum,
+        )
+    message = ramp_pb2.Ramp(
+        id=str(record.id),
+        quote_id=str(q.id),
+        ramp_type=ramp_pb2.RampType.Value(q.ramp_type),
+        status=ramp_pb2.Ramp.Status.Value(record.status.value),
+        current_phase=record.current_phase,
+        corridor=q.corridor,
+        flow_version=record.flow_version,
+        signing_accounts=[
+            ramp_pb2.SigningAccount(network=a.network.value, address=a.address)
+            for a in record.accounts
+        ],
+        additional_data=ramp_pb2.AdditionalData(
+            wallet_address=record.additional_data.wallet_address,
+            destination=record.additional_data.destination,
+            tax_id=record.additional_data.tax_id,
+        ),
+        unsigned_txs=[
+            ramp_pb2.UnsignedTx(
+                phase=t.issued.phase,
+                network=t.issued.network.value,
+                signer=t.issued.signer,
+                nonce=t.issued.nonce,
+                tx_data=t.issued.tx_data,
+                meta=t.issued.meta,
+            )
+            for t in record.txs
+        ],
+        deposit_instructions=deposit,
+        phase_history=[
+            ramp_pb2.PhaseEntry(phase=p.phase, entered_at=_ts(p.entered_at)) for p in record.history
+        ],
+        quote=ramp_pb2.QuoteSummary(
+            input_amount=format(q.input_amount, "f"),
+            input_currency=q.input_currency,
+            output_amount=format(q.output_amount, "f"),
+            output_currency=q.output_currency,
+            fee_total=format(q.fee_total, "f"),
+        ),
+        created_at=_ts(record.created_at),
+        updated_at=_ts(record.updated_at),
+        start_deadline=_ts(record.start_deadline),
+    )
+    if record.last_error:
+        message.last_error.CopyFrom(error_to_proto(record.last_error))
+    return message
+
+
+def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_KEY:
+            return str(value)
+    return None
+
+
+class RampServicer(ramp_pb2_grpc.RampServiceServicer):
+    """Translates RPCs to `RampService` use cases."""
+
+    def __init__(self, service: RampService, idempotency: IdempotencyStore) -> None:
+        self._service = service
+        self._idempotency = idempotency
+
+    async def RegisterRamp(
+        self, request: ramp_pb2.RegisterRampRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.Ramp:
+        async def execute() -> ramp_pb2.Ramp:
+            command = RegisterCommand(
+                request.quote_id,
+                [(a.network, a.address) for a in request.signing_accounts],
+                _data(request.additional_data),
+            )
+            return ramp_to_proto(await self._service.register(command))
+
+        return await self._idempotency.run(
+            "RegisterRamp", _idempotency_key(context), request, ramp_pb2.Ramp, execute
+        )
+
+    async def UpdateRamp(
+        self, request: ramp_pb2.UpdateRampRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.Ramp:
+        async def execute() -> ramp_pb2.Ramp:
+            record = await self._service.update(
+                request.ramp_id,
+                _presigned(list(request.presigned_txs)),
+                _data(request.additional_data),
+            )
+            return ramp_to_proto(record)
+
+        return await self._idempotency.run(
+            "UpdateRamp", _idempotency_key(context), request, ramp_pb2.Ramp, execute
+        )
+
+    async def StartRamp(
+        self, request: ramp_pb2.StartRampRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.Ramp:
+        async def execute() -> ramp_pb2.Ramp:
+            record = await self._service.start(
+                request.ramp_id,
+                _presigned(list(request.presigned_txs)),
+                _data(request.additional_data),
+            )
+            return ramp_to_proto(record)
+
+        return await self._idempotency.run(
+            "StartRamp", _idempotency_key(context), request, ramp_pb2.Ramp, execute
+        )
+
+    async def GetRamp(
+        self, request: ramp_pb2.GetRampRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.Ramp:
+        return ramp_to_proto(await self._service.get(request.id))
+
+    async def GetRampErrors(
+        self, request: ramp_pb2.GetRampErrorsRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.GetRampErrorsResponse:
+        errors = await self._service.errors(request.id)
+        return ramp_pb2.GetRampErrorsResponse(errors=[error_to_proto(e) for e in errors])
+
+    async def ListRamps(
+        self, request: ramp_pb2.ListRampsRequest, context: grpc.aio.ServicerContext
+    ) -> ramp_pb2.ListRampsResponse:
+        records, token = await self._service.list_by_wallet(
+            request.wallet_address, request.page_size, request.page_token
+        )
+        return ramp_pb2.ListRampsResponse(
+            ramps=[ramp_to_proto(r) for r in records], next_page_token=token
+        )

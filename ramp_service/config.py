@@ -1,0 +1,31 @@
+"""Configuration of the ramp service and worker (environment variables, validated at start-up)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from service_kit.config import ServiceSettings
+
+
+class RampSettings(ServiceSettings):
+    """Ramp service settings on top of the shared service settings."""
+
+    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    quote_service_target: str = Field("127.0.0.1:50051", description="Quote service gRPC address.")
+    quote_timeout_s: float = Field(2.0, gt=0, le=30, description="Deadline of each quote call.")
+    start_window_s: int = Field(900, ge=30, le=86400, description="Register → start deadline.")
+    idempotency_ttl_s: int = Field(86400, ge=60, description="How long responses are replayed.")
+    horizon_url: str = Field("http://127.0.0.1:8000", description="Stellar Horizon.")
+    stellar_network_passphrase: str = Field(
+        "Pendulum Pay Devnet ; November 2026", description="Stellar network passphrase."
+    )
+    substrate_url: str = Field("ws://127.0.0.1:9944", description="Pendulum JSON-RPC endpoint.")
+    anchor_url: str = Field("http://127.0.0.1:8001", description="SEP-24 anchor.")
+    pix_url: str = Field("http://127.0.0.1:8002", description="PIX partner (BRLA).")
+    chain_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of chain calls.")
+    stellar_funding_secret: SecretStr = Field(
+        SecretStr(""), description="Secret seed (S...) of the Stellar funding account."
+    )
+    pendulum_funding_seed: SecretStr = Field(
+        SecretStr(""), description="Secret seed/mnemonic of the Pendulum funding account."
+    )

@@ -1,0 +1,275 @@
+"""Ramp persistence. Repositories add, query and flush; the service layer commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ramp_service.db.models import (
+    PhaseEventRow,
+    RampErrorRow,
+    RampRow,
+    RampTransactionRow,
+    SigningAccountRow,
+)
+from ramp_service.domain.flows import INITIAL, Network
+from ramp_service.domain.ramp import (
+    AdditionalData,
+    IssuedTx,
+    PhaseEntry,
+    QuoteSnapshot,
+    RampRecord,
+    RampStatus,
+    RecordedError,
+    SigningAccount,
+    StoredTx,
+)
+
+CURRENCY_DECIMALS = {"USDC": 6, "EUR": 2, "ARS": 2, "BRL": 2}
+
+
+def _money(value: Decimal, currency: str) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-CURRENCY_DECIMALS.get(currency, 6)))
+
+
+class RampRepository:
+    """Reads and writes ramps inside the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(
+        self,
+        record: RampRecord,
+        actor: str,
+    ) -> None:
+        """Insert a new ramp with its accounts, issued transactions and first phase event."""
+        q = record.quote
+        self._session.add(
+            RampRow(
+                id=record.id,
+                ramp_type=q.ramp_type,
+                corridor=q.corridor,
+                flow_version=record.flow_version,
+                quote_id=q.id,
+                input_amount=q.input_amount,
+                input_currency=q.input_currency,
+                output_amount=q.output_amount,
+                output_currency=q.output_currency,
+                fee_total=q.fee_total,
+                wallet_address=record.additional_data.wallet_address,
+                destination=record.additional_data.destination,
+                tax_id=record.additional_data.tax_id,
+                status=record.status.value,
+                current_phase=record.current_phase,
+                partner_data=record.partner_data,
+                request_hash=record.request_hash,
+                start_deadline=record.start_deadline,
+                generation=0,
+                attempts=0,
+                created_at=record.created_at,
+                updated_at=record.updated_at,
+            )
+        )
+        await self._session.flush()
+        self._session.add_all(
+            SigningAccountRow(ramp_id=record.id, network=a.network.value, address=a.address)
+            for a in record.accounts
+        )
+        self._session.add_all(
+            RampTransactionRow(
+                ramp_id=record.id,
+                phase=t.issued.phase,
+                network=t.issued.network.value,
+                signer=t.issued.signer,
+                nonce=t.issued.nonce,
+                unsigned_payload=t.issued.tx_data,
+                meta=t.issued.meta,
+                presigned_payload=None,
+                status="ISSUED",
+                updated_at=record.created_at,
+            )
+            for t in record.txs
+        )
+        await self.append_event(
+            record.id, None, INITIAL, record.status.value, actor, record.created_at
+        )
+
+    async def append_event(
+        self,
+        ramp_id: uuid.UUID,
+        from_phase: str | None,
+        to_phase: str,
+        status: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+    ) -> None:
+        """Append to the phase history."""
+        self._session.add(
+            PhaseEventRow(
+                ramp_id=ramp_id,
+                from_phase=from_phase,
+                to_phase=to_phase,
+                status=status,
+                actor=actor,
+                note=note,
+                created_at=at,
+            )
+        )
+        await self._session.flush()
+
+    async def id_for_quote(self, quote_id: uuid.UUID) -> uuid.UUID | None:
+        """The ramp that holds `quote_id`, if any."""
+        return await self._session.scalar(select(RampRow.id).where(RampRow.quote_id == quote_id))
+
+    async def accounts_in_use(self, accounts: list[SigningAccount]) -> set[tuple[str, str]]:
+        """(network, address) pairs among `accounts` that some ramp already uses."""
+        pairs = [(a.network.value, a.address) for a in accounts]
+        rows = await self._session.execute(
+            select(SigningAccountRow.network, SigningAccountRow.address).where(
+                tuple_(SigningAccountRow.network, SigningAccountRow.address).in_(pairs)
+            )
+        )
+        return {(n, a) for n, a in rows}
+
+    async def lock(self, ramp_id: uuid.UUID) -> RampRow | None:
+        """The ramp row, locked for the rest of the transaction."""
+        return await self._session.scalar(
+            select(RampRow).where(RampRow.id == ramp_id).with_for_update()
+        )
+
+    async def store_presigned(
+        self, ramp_id: uuid.UUID, phase: str, network: str, payload: str, at: datetime
+    ) -> None:
+        """Record (or replace) the presigned payload of an issued transaction."""
+        await self._session.execute(
+            update(RampTransactionRow)
+            .where(
+                RampTransactionRow.ramp_id == ramp_id,
+                RampTransactionRow.phase == phase,
+                RampTransactionRow.network == network,
+            )
+            .values(presigned_payload=payload, status="PRESIGNED", updated_at=at)
+        )
+
+    async def get(self, ramp_id: uuid.UUID) -> RampRecord | None:
+        """Everything a reader sees of one ramp."""
+        row = await self._session.get(RampRow, ramp_id, populate_existing=True)
+        return await self._record(row) if row else None
+
+    async def _record(self, row: RampRow) -> RampRecord:
+        accounts = (
+            await self._session.scalars(
+                select(SigningAccountRow).where(SigningAccountRow.ramp_id == row.id)
+            )
+        ).all()
+        txs = (
+            await self._session.scalars(
+                select(RampTransactionRow)
+                .where(RampTransactionRow.ramp_id == row.id)
+                .order_by(RampTransactionRow.network, RampTransactionRow.nonce)
+            )
+        ).all()
+        events = (
+            await self._session.scalars(
+                select(PhaseEventRow)
+                .where(PhaseEventRow.ramp_id == row.id)
+                .order_by(PhaseEventRow.id)
+            )
+        ).all()
+        last_error = await self._session.scalar(
+            select(RampErrorRow)
+            .where(RampErrorRow.ramp_id == row.id)
+            .order_by(RampErrorRow.id.desc())
+            .limit(1)
+        )
+        return RampRecord(
+            id=row.id,
+            quote=QuoteSnapshot(
+                id=row.quote_id,
+                ramp_type=row.ramp_type,
+                from_network=row.corridor.split(":")[1],
+                to_network=row.corridor.split(":")[2],
+                input_amount=_money(row.input_amount, row.input_currency),
+                input_currency=row.input_currency,
+                output_amount=_money(row.output_amount, row.output_currency),
+                output_currency=row.output_currency,
+                fee_total=_money(row.fee_total, row.input_currency),
+                status="CONSUMED",
+                expires_at=row.start_deadline,
+            ),
+            status=RampStatus(row.status),
+            current_phase=row.current_phase,
+            flow_version=row.flow_version,
+            accounts=tuple(SigningAccount(Network(a.network), a.address) for a in accounts),
+            additional_data=AdditionalData(row.wallet_address, row.destination, row.tax_id),
+            txs=tuple(
+                StoredTx(
+                    IssuedTx(
+                        t.phase,
+                        Network(t.network),
+                        t.signer,
+                        t.nonce,
+                        t.unsigned_payload,
+                        dict(t.meta),
+                    ),
+                    t.presigned_payload,
+                    t.status,
+                )
+                for t in txs
+            ),
+            partner_data=dict(row.partner_data),
+            history=tuple(
+                PhaseEntry(e.to_phase, e.created_at)
+                for i, e in enumerate(events)
+                if i == 0 or e.to_phase != events[i - 1].to_phase
+            ),
+            last_error=_error(last_error) if last_error else None,
+            start_deadline=row.start_deadline,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            request_hash=row.request_hash,
+        )
+
+    async def errors(self, ramp_id: uuid.UUID, limit: int = 100) -> list[RecordedError]:
+        """The ramp's newest errors first."""
+        rows = await self._session.scalars(
+            select(RampErrorRow)
+            .where(RampErrorRow.ramp_id == ramp_id)
+            .order_by(RampErrorRow.id.desc())
+            .limit(limit)
+        )
+        return [_error(r) for r in rows]
+
+    async def exists(self, ramp_id: uuid.UUID) -> bool:
+        """Whether the ramp exists."""
+        return bool(await self._session.scalar(select(func.count()).where(RampRow.id == ramp_id)))
+
+    async def page_by_wallet(
+        self, wallet: str, limit: int, after: tuple[datetime, uuid.UUID] | None
+    ) -> list[RampRecord]:
+        """Up to `limit` ramps of `wallet`, newest first, strictly after the keyset `after`."""
+        query = select(RampRow).where(RampRow.wallet_address == wallet)
+        if after is not None:
+            created, rid = after
+            query = query.where(
+                or_(
+                    RampRow.created_at < created,
+                    and_(RampRow.created_at == created, RampRow.id < rid),
+                )
+            )
+        rows = (
+            await self._session.scalars(
+                query.order_by(RampRow.created_at.desc(), RampRow.id.desc()).limit(limit)
+            )
+        ).all()
+        return [await self._record(r) for r in rows]
+
+
+def _error(row: RampErrorRow) -> RecordedError:
+    return RecordedError(row.phase, row.reason, row.message, row.recoverable, row.created_at)

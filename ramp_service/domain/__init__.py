@@ -1,0 +1,1 @@
+"""Pure ramp logic: corridors' flows and phases, the state machine, presigned-set rules. No I/O."""

@@ -1,0 +1,133 @@
+"""Corridor flows as data.
+
+Each corridor is a declared sequence of phases; each phase names what it needs. A ramp stores
+the flow version it started with, so a deploy never changes a ramp in flight. Transitions that
+the flow does not declare are bugs and raise `IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Network(StrEnum):
+    """Chains an ephemeral account lives on."""
+
+    STELLAR = "stellar"
+    PENDULUM = "pendulum"
+
+
+INITIAL = "initial"
+COMPLETE = "complete"
+FAILED = "failed"
+TIMED_OUT = "timedOut"
+TERMINAL_PHASES = frozenset({COMPLETE, FAILED, TIMED_OUT})
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase: its name and the presigned transaction it submits, if any."""
+
+    name: str
+    presigned_on: Network | None = None
+    # A phase that can time out (waiting for the user or a partner) may jump to `timedOut`.
+    may_time_out: bool = False
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The ordered phases of one corridor version, plus post-complete cleanup phases."""
+
+    ramp_type: str
+    version: str
+    phases: tuple[PhaseSpec, ...]
+    cleanup: tuple[PhaseSpec, ...]
+
+    def names(self) -> list[str]:
+        """Phase names in order, from `initial` to `complete`."""
+        return [p.name for p in self.phases]
+
+    def spec(self, name: str) -> PhaseSpec:
+        """The spec of phase `name` (main or cleanup)."""
+        for phase in (*self.phases, *self.cleanup):
+            if phase.name == name:
+                return phase
+        raise KeyError(name)
+
+    def next_phase(self, current: str) -> str:
+        """The phase after `current` on the happy path."""
+        names = self.names()
+        index = names.index(current)
+        if index + 1 >= len(names):
+            raise IllegalTransition(current, "<none>")
+        return names[index + 1]
+
+    def check_transition(self, current: str, target: str) -> None:
+        """Raise unless `current → target` is declared by this flow."""
+        if current in TERMINAL_PHASES:
+            raise IllegalTransition(current, target)
+        if target == FAILED:
+            return
+        if target == TIMED_OUT and self.spec(current).may_time_out:
+            return
+        if target != self.next_phase(current):
+            raise IllegalTransition(current, target)
+
+    def presigned_requirements(self) -> list[tuple[str, Network]]:
+        """(phase, network) of every transaction the user must presign, in submit order."""
+        return [(p.name, p.presigned_on) for p in (*self.phases, *self.cleanup) if p.presigned_on]
+
+
+class IllegalTransition(Exception):
+    """A phase change the flow does not declare: a bug, never a user error."""
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"illegal phase transition {current} → {target}")
+        self.current = current
+        self.target = target
+
+
+SELL_V1 = Flow(
+    ramp_type="SELL",
+    version="sell-v1",
+    phases=(
+        PhaseSpec(INITIAL),
+        PhaseSpec("awaitUserDeposit", may_time_out=True),
+        # Creates the Stellar ephemeral (funding account + ephemeral sign) and sends PEN for fees.
+        PhaseSpec("fundEphemeral", presigned_on=Network.STELLAR),
+        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM),
+        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM),
+        PhaseSpec("spacewalkRedeem", presigned_on=Network.PENDULUM),
+        PhaseSpec("stellarPayment", presigned_on=Network.STELLAR),
+        PhaseSpec(COMPLETE),
+    ),
+    cleanup=(
+        PhaseSpec("stellarCleanup", presigned_on=Network.STELLAR),
+        PhaseSpec("pendulumCleanup", presigned_on=Network.PENDULUM),
+    ),
+)
+
+BUY_V1 = Flow(
+    ramp_type="BUY",
+    version="buy-v1",
+    phases=(
+        PhaseSpec(INITIAL),
+        PhaseSpec("brlaTeleport", may_time_out=True),
+        PhaseSpec("fundEphemeral"),
+        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM),
+        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM),
+        PhaseSpec("pendulumToAssethub", presigned_on=Network.PENDULUM),
+        PhaseSpec(COMPLETE),
+    ),
+    cleanup=(PhaseSpec("pendulumCleanup", presigned_on=Network.PENDULUM),),
+)
+
+FLOWS: dict[str, Flow] = {flow.version: flow for flow in (SELL_V1, BUY_V1)}
+CURRENT_FLOW: dict[str, Flow] = {"SELL": SELL_V1, "BUY": BUY_V1}
+
+# Networks whose ephemeral account each ramp type needs.
+REQUIRED_ACCOUNTS: dict[str, frozenset[Network]] = {
+    "SELL": frozenset({Network.STELLAR, Network.PENDULUM}),
+    "BUY": frozenset({Network.PENDULUM}),
+}

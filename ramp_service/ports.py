@@ -1,0 +1,67 @@
+"""What the ramp use cases need from the outside world, as small interfaces."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ramp_service.domain.flows import Flow, Network
+from ramp_service.domain.ramp import (
+    AdditionalData,
+    IssuedTx,
+    PresignedTx,
+    QuoteSnapshot,
+    SigningAccount,
+)
+
+
+class QuoteClient(Protocol):
+    """The quote service, reached over gRPC."""
+
+    async def get_quote(self, quote_id: uuid.UUID) -> QuoteSnapshot:
+        """The quote; raises domain errors for unknown or malformed ids."""
+        ...
+
+    async def consume_quote(self, quote_id: uuid.UUID, ramp_id: uuid.UUID) -> QuoteSnapshot:
+        """Consume the quote for `ramp_id` (idempotent per ramp id)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RegistrationPlan:
+    """What the chains need to build a ramp's transactions."""
+
+    ramp_id: uuid.UUID
+    quote: QuoteSnapshot
+    flow: Flow
+    accounts: dict[Network, SigningAccount]
+    additional_data: AdditionalData
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The issued transactions, partner facts and deposit instructions of a new ramp."""
+
+    txs: list[IssuedTx]
+    partner_data: dict[str, str] = field(default_factory=dict)
+
+
+class RegistrationChains(Protocol):
+    """Chain and partner work that register and start need."""
+
+    def is_valid_address(self, network: Network, address: str) -> bool:
+        """Whether `address` is well-formed for `network`."""
+        ...
+
+    async def why_not_fresh(self, account: SigningAccount) -> str | None:
+        """None when the account is unused on chain, else why it cannot serve a new ramp."""
+        ...
+
+    async def prepare(self, plan: RegistrationPlan) -> Prepared:
+        """Build the unsigned transactions and open the partner side (PIX deposit, anchor)."""
+        ...
+
+    def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
+        """The signed payload to store; raises InvalidInput naming what does not match."""
+        ...

@@ -1,0 +1,296 @@
+"""Ramp use cases: register, update, start, read. Each opens its own short transactions.
+
+No transaction is held open across a call to another service, a chain or a partner.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ramp_service.db.repository import RampRepository
+from ramp_service.domain.errors import (
+    EphemeralNotFresh,
+    InvalidRampRequest,
+    RampAlreadyStarted,
+    RampNotFound,
+    RampNotInitial,
+    StartDeadlinePassed,
+    invalid,
+)
+from ramp_service.domain.flows import CURRENT_FLOW, INITIAL, Network
+from ramp_service.domain.presigned import check_complete, match_presigned
+from ramp_service.domain.ramp import (
+    AdditionalData,
+    PresignedTx,
+    RampRecord,
+    RampStatus,
+    RecordedError,
+    StoredTx,
+    check_additional_data,
+    parse_ramp_id,
+    parse_signing_accounts,
+    ramp_id_for_quote,
+)
+from ramp_service.ports import QuoteClient, RegistrationChains, RegistrationPlan
+from service_kit.errors import FieldViolation, PreconditionFailed
+
+Clock = Callable[[], datetime]
+USER = "user"
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RegisterCommand:
+    """A register request, parsed from the wire."""
+
+    quote_id: str
+    accounts: list[tuple[str, str]]
+    additional_data: AdditionalData
+
+    def fingerprint(self) -> str:
+        """Stable hash of what the client asked for (to recognise a repeated register)."""
+        body = json.dumps(
+            [self.quote_id, sorted(self.accounts), vars(self.additional_data)], sort_keys=True
+        )
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+class RampService:
+    """The ramp lifecycle up to RUNNING, and reads."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        quotes: QuoteClient,
+        chains: RegistrationChains,
+        start_window: timedelta = timedelta(minutes=15),
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._quotes = quotes
+        self._chains = chains
+        self._start_window = start_window
+        self._clock = clock
+
+    async def register(self, command: RegisterCommand) -> RampRecord:
+        """Consume the quote, build the transactions to presign and store the ramp."""
+        try:
+            quote_id = uuid.UUID(command.quote_id)
+        except ValueError:
+            raise invalid("INVALID_QUOTE_ID", "quote_id", "must be a UUID") from None
+        quote = await self._quotes.get_quote(quote_id)
+        accounts = parse_signing_accounts(quote.ramp_type, command.accounts)
+        self._check_addresses(command, accounts)
+        check_additional_data(quote, command.additional_data)
+        ramp_id = ramp_id_for_quote(quote.id)
+        async with self._sessions.begin() as session:
+            repo = RampRepository(session)
+            if await repo.id_for_quote(quote.id) is not None:
+                return await self._existing_registration(ramp_id, command)
+            in_use = await repo.accounts_in_use(list(accounts.values()))
+        for network, address in sorted(in_use):
+            raise EphemeralNotFresh(network, address, "already used by another ramp")
+        for account in accounts.values():
+            if why := await self._chains.why_not_fresh(account):
+                raise EphemeralNotFresh(account.network.value, account.address, why)
+        quote = await self._quotes.consume_quote(quote.id, ramp_id)
+        flow = CURRENT_FLOW[quote.ramp_type]
+        prepared = await self._chains.prepare(
+            RegistrationPlan(ramp_id, quote, flow, accounts, command.additional_data)
+        )
+        now = self._clock()
+        record = RampRecord(
+            id=ramp_id,
+            quote=quote,
+            status=RampStatus.REGISTERED,
+            current_phase=INITIAL,
+            flow_version=flow.version,
+            accounts=tuple(accounts.values()),
+            additional_data=command.additional_data,
+            txs=tuple(StoredTx(tx, None, "ISSUED") for tx in prepared.txs),
+            partner_data=prepared.partner_data,
+            history=(),
+            last_error=None,
+            start_deadline=now + self._start_window,
+            created_at=now,
+            updated_at=now,
+            request_hash=command.fingerprint(),
+        )
+        try:
+            async with self._sessions.begin() as session:
+                await RampRepository(session).add(record, USER)
+        except IntegrityError as exc:
+            # A concurrent register won the quote or an ephemeral; answer as if it came first.
+            if "uq_signing_accounts_address" in str(exc.orig):
+                raise EphemeralNotFresh(
+                    "signing_accounts", "", "already used by another ramp"
+                ) from None
+            return await self._existing_registration(ramp_id, command)
+        return await self.get(str(ramp_id))
+
+    async def _existing_registration(
+        self, ramp_id: uuid.UUID, command: RegisterCommand
+    ) -> RampRecord:
+        existing = await self.get(str(ramp_id))
+        if existing.request_hash != command.fingerprint():
+            raise PreconditionFailed("QUOTE_CONSUMED", "the quote was already used by another ramp")
+        return existing
+
+    def _check_addresses(self, command: RegisterCommand, accounts: dict[Network, object]) -> None:
+        violations = [
+            FieldViolation(f"signing_accounts[{i}].address", f"not a valid {network} address")
+            for i, (network, address) in enumerate(command.accounts)
+            if not self._chains.is_valid_address(Network(network), address)
+        ]
+        if violations:
+            raise InvalidRampRequest(violations)
+
+    async def update(
+        self, ramp_id: str, presigned: list[PresignedTx], data: AdditionalData
+    ) -> RampRecord:
+        """Add presigned transactions or data while the ramp is registered and in `initial`."""
+        record = await self.get(ramp_id)
+        if record.status is not RampStatus.REGISTERED:
+            raise RampNotInitial(ramp_id, record.status.value)
+        payloads = self._verified(record, presigned)
+        merged = record.additional_data.merged(data)
+        check_additional_data(record.quote, merged)
+        async with self._sessions.begin() as session:
+            repo = RampRepository(session)
+            row = await repo.lock(record.id)
+            assert row is not None
+            if row.status != RampStatus.REGISTERED.value:
+                raise RampNotInitial(ramp_id, row.status)
+            now = self._clock()
+            for (phase, network), payload in payloads.items():
+                await repo.store_presigned(record.id, phase, network, payload, now)
+            row.wallet_address, row.destination, row.tax_id = (
+                merged.wallet_address,
+                merged.destination,
+                merged.tax_id,
+            )
+            row.updated_at = now
+        return await self.get(ramp_id)
+
+    async def start(
+        self, ramp_id: str, presigned: list[PresignedTx], data: AdditionalData
+    ) -> RampRecord:
+        """Check the presigned set and hand the ramp to the phase processor."""
+        record = await self.get(ramp_id)
+        payloads = self._verified(record, presigned)
+        if record.status is not RampStatus.REGISTERED:
+            return self._repeated_start(record, payloads)
+        merged = record.additional_data.merged(data)
+        check_additional_data(record.quote, merged)
+        async with self._sessions.begin() as session:
+            repo = RampRepository(session)
+            row = await repo.lock(record.id)
+            assert row is not None
+            now = self._clock()
+            if row.status != RampStatus.REGISTERED.value:
+                pass  # lost a race with another start: answer after the lock is released
+            elif now >= row.start_deadline:
+                raise StartDeadlinePassed(ramp_id)
+            else:
+                check_complete(record.issued(), record.presigned_keys() | set(payloads))
+                for (phase, network), payload in payloads.items():
+                    await repo.store_presigned(record.id, phase, network, payload, now)
+                row.wallet_address, row.destination, row.tax_id = (
+                    merged.wallet_address,
+                    merged.destination,
+                    merged.tax_id,
+                )
+                row.status = RampStatus.RUNNING.value
+                row.next_attempt_at = now
+                row.phase_started_at = now
+                row.updated_at = now
+                await repo.append_event(
+                    record.id, INITIAL, INITIAL, row.status, USER, now, "started"
+                )
+                return await self.get(ramp_id)
+        return self._repeated_start(await self.get(ramp_id), payloads)
+
+    def _repeated_start(
+        self, record: RampRecord, payloads: dict[tuple[str, str], str]
+    ) -> RampRecord:
+        """A start on a started ramp: a no-op with the same transactions, else 409."""
+        stored = {(t.issued.phase, t.issued.network.value): t.presigned_payload for t in record.txs}
+        if all(stored.get(key) == payload for key, payload in payloads.items()):
+            return record
+        if record.status in (RampStatus.RUNNING, RampStatus.COMPLETE):
+            raise RampAlreadyStarted(str(record.id))
+        raise RampNotInitial(str(record.id), record.status.value)
+
+    def _verified(
+        self, record: RampRecord, presigned: list[PresignedTx]
+    ) -> dict[tuple[str, str], str]:
+        """Signed payload per (phase, network) for each incoming transaction, all verified."""
+        pairs = match_presigned(record.issued(), presigned)
+        return {
+            (issued.phase, issued.network.value): self._chains.verify_presigned(issued, tx)
+            for issued, tx in pairs
+        }
+
+    async def get(self, ramp_id: str) -> RampRecord:
+        """One ramp, as a reader sees it."""
+        rid = parse_ramp_id(ramp_id, "id")
+        async with self._sessions.begin() as session:
+            record = await RampRepository(session).get(rid)
+        if record is None:
+            raise RampNotFound(ramp_id)
+        return record
+
+    async def errors(self, ramp_id: str) -> list[RecordedError]:
+        """A ramp's errors, newest first."""
+        rid = parse_ramp_id(ramp_id, "id")
+        async with self._sessions.begin() as session:
+            repo = RampRepository(session)
+            if not await repo.exists(rid):
+                raise RampNotFound(ramp_id)
+            return await repo.errors(rid)
+
+    async def list_by_wallet(
+        self, wallet: str, page_size: int, page_token: str
+    ) -> tuple[list[RampRecord], str]:
+        """A page of a wallet's ramps, newest first, and the token for the next page."""
+        if not wallet:
+            raise invalid("INVALID_RAMP_REQUEST", "wallet_address", "required")
+        if page_size < 0 or page_size > 100:
+            raise invalid("INVALID_PAGE_SIZE", "page_size", "must be between 0 and 100")
+        size = page_size or 20
+        after = decode_page_token(page_token) if page_token else None
+        async with self._sessions.begin() as session:
+            records = await RampRepository(session).page_by_wallet(wallet, size + 1, after)
+        more = len(records) > size
+        records = records[:size]
+        token = encode_page_token(records[-1].created_at, records[-1].id) if more else ""
+        return records, token
+
+
+def encode_page_token(created_at: datetime, ramp_id: uuid.UUID) -> str:
+    """Opaque keyset cursor."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ramp_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor made by `encode_page_token`."""
+    try:
+        created, rid = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(rid)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            "INVALID_PAGE_TOKEN", "page_token", "not a token this service issued"
+        ) from None
