@@ -66,6 +66,8 @@ class RampRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(TS)
     phase_started_at: Mapped[datetime | None] = mapped_column(TS)
+    cleanup_phase: Mapped[str | None] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
 
@@ -145,3 +147,25 @@ class IdempotencyKeyRow(Base):
     grpc_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(TS)
     locked_until: Mapped[datetime] = mapped_column(TS)
+
+
+class OperationRow(Base):
+    """Operation journal: the intent of a side effect, written before it, and its outcome."""
+
+    __tablename__ = "operations"
+
+    ramp_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ramps.id", ondelete="CASCADE"), primary_key=True
+    )
+    phase: Mapped[str] = mapped_column(String(32), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(32), primary_key=True)
+    network: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    tx_hash: Mapped[str | None] = mapped_column(String(80))
+    signer: Mapped[str | None] = mapped_column(Text)
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)

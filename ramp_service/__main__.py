@@ -1,0 +1,5 @@
+"""`python -m ramp_service` runs the ramp gRPC server."""
+
+from ramp_service.main import run
+
+run()

@@ -1,0 +1,72 @@
+"""What a phase handler reports, and what the processor does with it. No I/O."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Advance:
+    """The phase's effect is confirmed: move to the next phase."""
+
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing is wrong, the awaited thing has not happened yet: look again after `delay`."""
+
+    delay: timedelta
+    reason: str = "NOT_YET"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A recoverable error: record it, back off and try again (counts against the budgets)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    """An unrecoverable error: the ramp fails with this reason."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TimeOut:
+    """The user or partner did not act in time: the ramp moves to `timedOut`."""
+
+    reason: str
+
+
+Outcome = Advance | Wait | Retry | Fail | TimeOut
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Budgets and backoff of one phase."""
+
+    max_attempts: int = 8
+    time_budget: timedelta = timedelta(minutes=30)
+    base_delay: timedelta = timedelta(seconds=1)
+    max_delay: timedelta = timedelta(minutes=2)
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> timedelta:
+        """Full-jitter exponential backoff for the `attempt`-th failure (1-based)."""
+        cap = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        fraction = (rng or random).uniform(0.5, 1.0)
+        return cap * fraction
+
+    def exhausted(self, attempts: int, phase_started_at: datetime, now: datetime) -> str | None:
+        """Why the phase must go to manual review, or None while it may keep trying."""
+        if attempts >= self.max_attempts:
+            return f"retry budget of {self.max_attempts} attempts exhausted"
+        if now - phase_started_at >= self.time_budget:
+            return f"time budget of {self.time_budget} exceeded"
+        return None

@@ -1,0 +1,88 @@
+"""Wiring of the ramp service: the only place that builds things."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+
+from ramp_service.adapters.quote_client import GrpcQuoteClient
+from ramp_service.api.servicer import RampServicer
+from ramp_service.config import RampSettings
+from ramp_service.idempotency import IdempotencyStore
+from ramp_service.ports import RegistrationChains
+from ramp_service.service import Clock, RampService, utc_now
+from service_kit.config import load_settings
+from service_kit.db import create_engine, session_factory
+from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
+from service_kit.logs import configure_logging
+
+SERVICE_NAME = ramp_pb2.DESCRIPTOR.services_by_name["RampService"].full_name
+
+
+@dataclass
+class RampDeps:
+    """What the server needs from outside; tests inject a clock, production builds the rest."""
+
+    chains: RegistrationChains | None = None
+    clock: Clock = utc_now
+
+
+def create_server(
+    settings: RampSettings, deps: RampDeps | None = None
+) -> tuple[RunningServer, RampService]:
+    """Build the ramp gRPC server (not started) and the service behind it."""
+    deps = deps or RampDeps()
+    if deps.chains is None:
+        from ramp_service.adapters.registration import build_registration_chains
+
+        deps.chains = build_registration_chains(settings)
+    engine = create_engine(settings, "ramp_service")
+    sessions = session_factory(engine)
+    channel = grpc.aio.insecure_channel(settings.quote_service_target)
+    service = RampService(
+        sessions,
+        GrpcQuoteClient(channel, settings.quote_timeout_s),
+        deps.chains,
+        timedelta(seconds=settings.start_window_s),
+        deps.clock,
+    )
+    idempotency = IdempotencyStore(
+        sessions, deps.clock, timedelta(seconds=settings.idempotency_ttl_s)
+    )
+    running = build_server(
+        settings.grpc_host,
+        settings.grpc_port,
+        lambda server: ramp_pb2_grpc.add_RampServiceServicer_to_server(
+            RampServicer(service, idempotency), server
+        ),
+        [SERVICE_NAME],
+        log_rpcs=settings.log_rpcs,
+    )
+
+    async def close_channel() -> None:
+        await channel.close()
+
+    running.on_stop.extend([close_channel, engine.dispose])
+    return running, service
+
+
+async def _serve(settings: RampSettings) -> None:
+    # The aio server must be built inside the loop that runs it.
+    try:
+        running, _ = create_server(settings)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"ramp service cannot start: {exc}") from exc
+    await serve_until_signal(running, settings.shutdown_grace_s)
+
+
+def run() -> None:
+    """Entry point of `python -m ramp_service`."""
+    settings = load_settings(RampSettings)
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
+    asyncio.run(_serve(settings))

@@ -1,0 +1,260 @@
+"""The phase processor: claim due ramps, run their phases, apply the outcomes — durably.
+
+Any number of processors may run: claims are atomic and leased, every write is fenced by the
+lease's generation, attempts and next-attempt times live in PostgreSQL, and transitions must
+follow the corridor's declared flow (anything else is a bug that stops the ramp loudly in
+MANUAL_REVIEW rather than moving it somewhere undeclared).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ramp_service.chains.errors import ChainError
+from ramp_service.domain.flows import COMPLETE, FAILED, FLOWS, TIMED_OUT, Flow, IllegalTransition
+from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, TimeOut, Wait
+from ramp_service.domain.ramp import RampRecord
+from ramp_service.worker.handlers import PhaseContext, PhaseHandler
+from ramp_service.worker.journal import Journal
+from ramp_service.worker.metrics import WorkerMetrics
+from ramp_service.worker.queue import Claim, ErrorEntry, LeaseLost, WorkQueue
+
+log = logging.getLogger("worker")
+
+
+@dataclass
+class ProcessorConfig:
+    """Tuning of one processor."""
+
+    batch_size: int = 10
+    poll_interval: timedelta = timedelta(milliseconds=500)
+    phase_timeout: timedelta = timedelta(seconds=60)
+    default_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    policies: Mapping[str, RetryPolicy] = field(default_factory=dict)
+
+    def policy(self, phase: str) -> RetryPolicy:
+        """The retry policy of `phase`."""
+        return self.policies.get(phase, self.default_policy)
+
+
+class PhaseProcessor:
+    """Drives claimed ramps through their phases."""
+
+    def __init__(
+        self,
+        queue: WorkQueue,
+        load_ramp: Callable[[uuid.UUID], Awaitable[RampRecord]],
+        handlers: Mapping[str, PhaseHandler],
+        config: ProcessorConfig,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._queue = queue
+        self._load_ramp = load_ramp
+        self._handlers = handlers
+        self._config = config
+        self._metrics = metrics
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Claim and drive batches until `stop` is set; in-flight ramps finish their step."""
+        while not stop.is_set():
+            claimed = await self.run_once()
+            if claimed == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._config.poll_interval.total_seconds())
+
+    async def run_once(self) -> int:
+        """Claim one batch and drive every claimed ramp as far as it can go now."""
+        claims = await self._queue.claim_due(self._config.batch_size)
+        await asyncio.gather(*(self._drive(claim) for claim in claims))
+        return len(claims)
+
+    async def _drive(self, claim: Claim) -> None:
+        steps = asyncio.ensure_future(self._steps(claim))
+        heartbeat = asyncio.ensure_future(self._heartbeat(claim, steps))
+        try:
+            await steps
+        except (LeaseLost, asyncio.CancelledError):
+            self._metrics.lease_losses.inc()
+            log.warning("lease lost; stopping", extra={"ramp_id": str(claim.ramp_id)})
+        except Exception:
+            log.exception("processor bug", extra={"ramp_id": str(claim.ramp_id)})
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(Exception):
+                await self._queue.release(claim)
+
+    async def _heartbeat(self, claim: Claim, steps: asyncio.Future[None]) -> None:
+        interval = self._queue.lease_for.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._queue.heartbeat(claim)
+            except LeaseLost:
+                steps.cancel()  # stop before the run's next write
+                return
+
+    async def _steps(self, claim: Claim) -> None:
+        flow = FLOWS[claim.flow_version]
+        while await self._step(claim, flow):
+            pass
+
+    async def _step(self, claim: Claim, flow: Flow) -> bool:
+        """Run the active phase once and apply its outcome; True when the ramp can go on now."""
+        phase = claim.active_phase
+        handler = self._handlers.get(phase)
+        if handler is None:
+            await self._queue.move(
+                claim,
+                status="MANUAL_REVIEW",
+                reason=f"no handler for phase {phase}",
+                error=ErrorEntry(phase, "NO_HANDLER", f"no handler for {phase}", False),
+            )
+            return False
+        record = await self._load_ramp(claim.ramp_id)
+        ctx = PhaseContext(
+            record,
+            phase,
+            claim.attempts + 1,
+            Journal(self._queue, claim, phase),
+            self._queue.clock(),
+            claim.phase_started_at,
+        )
+        outcome = await self._run_handler(handler, ctx)
+        try:
+            if claim.status == "COMPLETE":
+                return await self._apply_cleanup(claim, flow, phase, outcome)
+            return await self._apply(claim, flow, phase, outcome)
+        except IllegalTransition as exc:
+            log.error(
+                "illegal transition", extra={"ramp_id": str(claim.ramp_id), "error": str(exc)}
+            )
+            await self._queue.move(
+                claim,
+                status="MANUAL_REVIEW",
+                reason=str(exc),
+                error=ErrorEntry(phase, "ILLEGAL_TRANSITION", str(exc), False),
+            )
+            return False
+
+    async def _run_handler(self, handler: PhaseHandler, ctx: PhaseContext) -> Outcome:
+        try:
+            return await asyncio.wait_for(
+                handler.run(ctx), self._config.phase_timeout.total_seconds()
+            )
+        except ChainError as exc:
+            return (
+                Retry(exc.reason, exc.message) if exc.recoverable else Fail(exc.reason, exc.message)
+            )
+        except TimeoutError:
+            return Retry(
+                "PHASE_TIMEOUT", f"{ctx.phase} took longer than {self._config.phase_timeout}"
+            )
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("handler error", extra={"ramp_id": str(ctx.ramp.id), "phase": ctx.phase})
+            return Retry("HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+
+    async def _apply(self, claim: Claim, flow: Flow, phase: str, outcome: Outcome) -> bool:
+        now = self._queue.clock()
+        policy = self._config.policy(phase)
+        if isinstance(outcome, Advance):
+            target = flow.next_phase(phase)
+            flow.check_transition(phase, target)
+            self._metrics.observe_phase(phase, (now - claim.phase_started_at).total_seconds())
+            if target == COMPLETE:
+                first_cleanup = flow.cleanup[0].name if flow.cleanup else None
+                await self._queue.move(
+                    claim, to_phase=COMPLETE, status="COMPLETE", first_cleanup=first_cleanup
+                )
+                return first_cleanup is not None
+            await self._queue.move(claim, to_phase=target)
+            return True
+        if isinstance(outcome, Wait):
+            if (why := policy.exhausted(0, claim.phase_started_at, now)) is not None:
+                if flow.spec(phase).may_time_out:
+                    return await self._apply(claim, flow, phase, TimeOut(why))
+                await self._manual_review(claim, phase, f"{outcome.reason}: {why}")
+                return False
+            await self._queue.reschedule(claim, outcome.delay, None)
+            return False
+        if isinstance(outcome, Retry):
+            self._metrics.retries.labels(phase=phase, reason=outcome.reason).inc()
+            error = ErrorEntry(phase, outcome.reason, outcome.message, True)
+            if (
+                why := policy.exhausted(claim.attempts + 1, claim.phase_started_at, now)
+            ) is not None:
+                await self._manual_review(claim, phase, f"{outcome.reason}: {why}", error)
+                return False
+            await self._queue.reschedule(claim, policy.backoff(claim.attempts + 1), error)
+            return False
+        if isinstance(outcome, Fail):
+            flow.check_transition(phase, FAILED)
+            await self._queue.move(
+                claim,
+                to_phase=FAILED,
+                status="FAILED",
+                reason=outcome.reason,
+                error=ErrorEntry(phase, outcome.reason, outcome.message, False),
+            )
+            return False
+        flow.check_transition(phase, TIMED_OUT)
+        await self._queue.move(
+            claim,
+            to_phase=TIMED_OUT,
+            status="TIMED_OUT",
+            reason=outcome.reason,
+            error=ErrorEntry(phase, "TIMED_OUT", outcome.reason, False),
+        )
+        return False
+
+    async def _manual_review(
+        self, claim: Claim, phase: str, why: str, error: ErrorEntry | None = None
+    ) -> None:
+        log.warning(
+            "manual review", extra={"ramp_id": str(claim.ramp_id), "phase": phase, "why": why}
+        )
+        await self._queue.move(
+            claim,
+            status="MANUAL_REVIEW",
+            reason=why,
+            error=error or ErrorEntry(phase, "MANUAL_REVIEW", why, False),
+        )
+
+    async def _apply_cleanup(self, claim: Claim, flow: Flow, phase: str, outcome: Outcome) -> bool:
+        """Cleanup never blocks `complete`: exhausted or failed cleanup is recorded and skipped."""
+        names = [p.name for p in flow.cleanup]
+        following = names[names.index(phase) + 1] if names.index(phase) + 1 < len(names) else None
+        now = self._queue.clock()
+        policy = self._config.policy(phase)
+        if isinstance(outcome, Advance):
+            await self._queue.step_cleanup(claim, following)
+            return following is not None
+        if isinstance(outcome, Wait | Retry):
+            reason = outcome.reason
+            attempts = claim.attempts + (1 if isinstance(outcome, Retry) else 0)
+            if (why := policy.exhausted(attempts, claim.phase_started_at, now)) is None:
+                error = (
+                    ErrorEntry(phase, reason, outcome.message, True)
+                    if isinstance(outcome, Retry)
+                    else None
+                )
+                delay = outcome.delay if isinstance(outcome, Wait) else policy.backoff(attempts)
+                await self._queue.reschedule(claim, delay, error)
+                return False
+            message = f"cleanup abandoned: {why}"
+        else:
+            reason, message = (
+                getattr(outcome, "reason", "CLEANUP_FAILED"),
+                f"cleanup failed: {outcome}",
+            )
+        await self._queue.step_cleanup(
+            claim, following, ErrorEntry(phase, "CLEANUP_ABANDONED", f"{reason}: {message}", False)
+        )
+        return following is not None

@@ -1,0 +1,218 @@
+"""The processor's durability rules on real PostgreSQL, with scripted phase handlers.
+
+The handlers here are test scripts for the engine's extension point (what a phase reports);
+the real chain handlers are exercised end to end in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
+from ramp_service.db.repository import RampRepository
+from ramp_service.domain.flows import SELL_V1
+from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, Wait
+from ramp_service.domain.ramp import RampRecord
+from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
+from ramp_service.worker.handlers import PhaseContext
+from ramp_service.worker.metrics import WorkerMetrics
+from ramp_service.worker.queue import LeaseLost, WorkQueue
+from service_kit.config import ServiceSettings
+from service_kit.db import create_engine, session_factory
+from tests.support.aio import FakeClock, LoopThread
+from tests.support.ramps import insert_running
+
+
+@pytest.fixture
+def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
+    async def make() -> AsyncEngine:
+        return create_engine(ServiceSettings(database_url=database_url, db_pool_size=20), "test")
+
+    engine = aio_loop.run(make())
+    yield session_factory(engine)
+    aio_loop.run(engine.dispose())
+
+
+class Script:
+    """A handler that answers from a per-phase script and counts its runs."""
+
+    def __init__(self, outcomes: dict[str, list[Outcome]] | None = None) -> None:
+        self.outcomes = outcomes or {}
+        self.runs: list[str] = []
+
+    async def run(self, ctx: PhaseContext) -> Outcome:
+        self.runs.append(ctx.phase)
+        queue = self.outcomes.get(ctx.phase)
+        return queue.pop(0) if queue else Advance()
+
+
+def processor(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    script: Script,
+    owner: str = "w1",
+    policy: RetryPolicy | None = None,
+) -> PhaseProcessor:
+    queue = WorkQueue(sessions, owner, timedelta(seconds=30), clock)
+
+    async def load(ramp_id: uuid.UUID) -> RampRecord:
+        async with sessions.begin() as session:
+            record = await RampRepository(session).get(ramp_id)
+        assert record is not None
+        return record
+
+    phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
+    return PhaseProcessor(
+        queue,
+        load,
+        {p: script for p in phases},
+        ProcessorConfig(default_policy=policy or RetryPolicy()),
+        WorkerMetrics(),
+    )
+
+
+async def ramp_row(sessions: async_sessionmaker[AsyncSession], ramp_id: uuid.UUID) -> RampRow:
+    async with sessions.begin() as session:
+        row = await session.get(RampRow, ramp_id)
+        assert row is not None
+        return row
+
+
+async def events(
+    sessions: async_sessionmaker[AsyncSession], ramp_id: uuid.UUID
+) -> list[tuple[str | None, str, str]]:
+    async with sessions.begin() as session:
+        rows = await session.scalars(
+            select(PhaseEventRow).where(PhaseEventRow.ramp_id == ramp_id).order_by(PhaseEventRow.id)
+        )
+        return [(r.from_phase, r.to_phase, r.status) for r in rows]
+
+
+def test_a_ramp_runs_every_phase_in_order_then_cleans_up(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    script = Script()
+    assert aio_loop.run(processor(sessions, clock, script).run_once()) == 1
+    assert script.runs == [*SELL_V1.names()[:-1], "stellarCleanup", "pendulumCleanup"]
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase, row.cleanup_phase, row.lease_owner) == (
+        "COMPLETE",
+        "complete",
+        None,
+        None,
+    )
+    history = aio_loop.run(events(sessions, ramp_id))
+    phases = [to for _, to, _ in history]
+    assert phases[-4:] == ["stellarPayment", "complete", "stellarCleanup", "pendulumCleanup"]
+    assert aio_loop.run(processor(sessions, clock, script).run_once()) == 0  # nothing left to do
+
+
+def test_recoverable_errors_back_off_then_go_to_manual_review(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    failures = [Retry("HORIZON_5XX", "bad gateway")] * 3
+    script = Script({"awaitUserDeposit": [Advance()], "fundEphemeral": list(failures)})
+    proc = processor(sessions, clock, script, policy=RetryPolicy(max_attempts=3))
+    aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase, row.attempts) == ("RUNNING", "fundEphemeral", 1)
+    assert row.next_attempt_at > clock.now  # backed off
+    assert aio_loop.run(proc.run_once()) == 0  # not due yet
+    for _ in range(2):
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "fundEphemeral")
+    assert "retry budget" in (row.status_reason or "")
+
+    async def errors() -> list[str]:
+        async with sessions.begin() as session:
+            return list(
+                await session.scalars(
+                    select(RampErrorRow.reason).where(RampErrorRow.ramp_id == ramp_id)
+                )
+            )
+
+    assert aio_loop.run(errors()) == ["HORIZON_5XX"] * 3
+    clock.advance(hours=1)
+    assert aio_loop.run(proc.run_once()) == 0  # manual review is not retried by itself
+
+
+def test_waiting_past_the_time_budget_times_out_where_the_flow_allows_it(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    waits = [Wait(timedelta(seconds=10))] * 10
+    script = Script({"awaitUserDeposit": list(waits)})
+    proc = processor(sessions, clock, script, policy=RetryPolicy(time_budget=timedelta(minutes=1)))
+    aio_loop.run(proc.run_once())
+    clock.advance(seconds=11)
+    aio_loop.run(proc.run_once())
+    assert aio_loop.run(ramp_row(sessions, ramp_id)).attempts == 0  # waiting is not failing
+    clock.advance(minutes=2)
+    aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase) == ("TIMED_OUT", "timedOut")
+
+
+def test_unrecoverable_errors_fail_the_ramp_with_the_reason(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    script = Script({"nablaSwap": [Fail("TX_BAD_AUTH", "signature rejected")]})
+    aio_loop.run(processor(sessions, clock, script).run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase, row.status_reason) == ("FAILED", "failed", "TX_BAD_AUTH")
+    assert aio_loop.run(events(sessions, ramp_id))[-1] == ("nablaSwap", "failed", "FAILED")
+
+
+def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    old = WorkQueue(sessions, "old", timedelta(seconds=30), clock)
+    new = WorkQueue(sessions, "new", timedelta(seconds=30), clock)
+    [stale] = aio_loop.run(old.claim_due(10))
+    assert aio_loop.run(new.claim_due(10)) == []  # leased
+    clock.advance(seconds=31)
+    [fresh] = aio_loop.run(new.claim_due(10))
+    assert fresh.generation == stale.generation + 1
+    with pytest.raises(LeaseLost):
+        aio_loop.run(old.move(stale, to_phase="awaitUserDeposit"))
+    with pytest.raises(LeaseLost):
+        aio_loop.run(old.heartbeat(stale))
+    aio_loop.run(new.move(fresh, to_phase="awaitUserDeposit"))
+    assert aio_loop.run(ramp_row(sessions, ramp_id)).current_phase == "awaitUserDeposit"
+    # The stale run's journal writes are fenced too.
+    from ramp_service.worker.journal import Journal
+
+    with pytest.raises(LeaseLost):
+        aio_loop.run(
+            Journal(old, stale, "initial").record_intent(
+                "submit", "stellar", tx_hash="h", signer="G", nonce=1, payload="p"
+            )
+        )
+
+
+def test_concurrent_claimers_never_share_a_ramp(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ids = {aio_loop.run(insert_running(sessions, clock.now)) for _ in range(30)}
+    queues = [WorkQueue(sessions, f"w{i}", timedelta(seconds=30), clock) for i in range(6)]
+
+    async def race() -> list[list[uuid.UUID]]:
+        results = await asyncio.gather(*(q.claim_due(10) for q in queues))
+        return [[c.ramp_id for c in claims] for claims in results]
+
+    claimed = [rid for batch in aio_loop.run(race()) for rid in batch]
+    assert len(claimed) == len(set(claimed)) == 30
+    assert set(claimed) == ids
