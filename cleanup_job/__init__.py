@@ -1,0 +1,1 @@
+"""The cleanup job: a one-shot batch process a Kubernetes CronJob runs on a schedule."""
