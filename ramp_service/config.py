@@ -26,6 +26,9 @@ class RampSettings(ServiceSettings):
     stellar_funding_secret: SecretStr = Field(
         SecretStr(""), description="Secret seed (S...) of the Stellar funding account."
     )
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token of the admin API; empty closes it."
+    )
     pendulum_funding_seed: SecretStr = Field(
         SecretStr(""), description="Secret seed/mnemonic of the Pendulum funding account."
     )

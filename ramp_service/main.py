@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
-from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
+from ramp_service.admin import RampAdmin
+from ramp_service.api.admin_servicer import BearerTokenInterceptor, RampAdminServicer
 
 from ramp_service.adapters.quote_client import GrpcQuoteClient
 from ramp_service.api.servicer import RampServicer
@@ -21,6 +23,7 @@ from service_kit.grpc_server import RunningServer, build_server, serve_until_sig
 from service_kit.logs import configure_logging
 
 SERVICE_NAME = ramp_pb2.DESCRIPTOR.services_by_name["RampService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["RampAdminService"].full_name
 
 
 @dataclass
@@ -53,14 +56,19 @@ def create_server(
     idempotency = IdempotencyStore(
         sessions, deps.clock, timedelta(seconds=settings.idempotency_ttl_s)
     )
+    admin = RampAdmin(sessions, deps.clock)
+
+    def register(server: grpc.aio.Server) -> None:
+        ramp_pb2_grpc.add_RampServiceServicer_to_server(RampServicer(service, idempotency), server)
+        admin_pb2_grpc.add_RampAdminServiceServicer_to_server(RampAdminServicer(admin), server)
+
     running = build_server(
         settings.grpc_host,
         settings.grpc_port,
-        lambda server: ramp_pb2_grpc.add_RampServiceServicer_to_server(
-            RampServicer(service, idempotency), server
-        ),
-        [SERVICE_NAME],
+        register,
+        [SERVICE_NAME, ADMIN_SERVICE_NAME],
         log_rpcs=settings.log_rpcs,
+        interceptors=[BearerTokenInterceptor(settings.admin_token.get_secret_value())],
     )
 
     async def close_channel() -> None:

@@ -180,10 +180,14 @@ def build_server(
     log_rpcs: bool = True,
     max_concurrent_rpcs: int | None = None,
     reuse_port: bool = False,
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
-    """Build (not start) an aio server with our services plus health and reflection."""
+    """Build (not start) an aio server with our services plus health and reflection.
+
+    `interceptors` run first (e.g. authentication), then the shared `ServiceInterceptor`.
+    """
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(log_rpcs)],
+        interceptors=[*interceptors, ServiceInterceptor(log_rpcs)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.so_reuseport", int(reuse_port))],
     )
