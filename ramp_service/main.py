@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import grpc
 from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
-from ramp_service.admin import RampAdmin
-from ramp_service.api.admin_servicer import BearerTokenInterceptor, RampAdminServicer
 
 from ramp_service.adapters.quote_client import GrpcQuoteClient
+from ramp_service.admin import RampAdmin
+from ramp_service.api.admin_servicer import BearerTokenInterceptor, RampAdminServicer
 from ramp_service.api.servicer import RampServicer
 from ramp_service.config import RampSettings
 from ramp_service.idempotency import IdempotencyStore

@@ -93,7 +93,7 @@ class RampService:
             raise invalid("INVALID_QUOTE_ID", "quote_id", "must be a UUID") from None
         quote = await self._quotes.get_quote(quote_id)
         accounts = parse_signing_accounts(quote.ramp_type, command.accounts)
-        self._check_addresses(command, accounts)
+        self._check_addresses(command)
         check_additional_data(quote, command.additional_data)
         ramp_id = ramp_id_for_quote(quote.id)
         async with self._sessions.begin() as session:
@@ -149,7 +149,7 @@ class RampService:
             raise PreconditionFailed("QUOTE_CONSUMED", "the quote was already used by another ramp")
         return existing
 
-    def _check_addresses(self, command: RegisterCommand, accounts: dict[Network, object]) -> None:
+    def _check_addresses(self, command: RegisterCommand) -> None:
         violations = [
             FieldViolation(f"signing_accounts[{i}].address", f"not a valid {network} address")
             for i, (network, address) in enumerate(command.accounts)

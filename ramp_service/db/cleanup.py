@@ -25,7 +25,8 @@ TIME_OUT_UNSTARTED = text(
         ORDER BY start_deadline LIMIT :batch FOR UPDATE SKIP LOCKED
     ), moved AS (
         UPDATE ramp.ramps AS r
-        SET status = 'TIMED_OUT', current_phase = 'timedOut', status_reason = 'START_DEADLINE_PASSED',
+        SET status = 'TIMED_OUT', current_phase = 'timedOut',
+            status_reason = 'START_DEADLINE_PASSED',
             generation = r.generation + 1, updated_at = :now
         FROM due WHERE r.id = due.id
         RETURNING r.id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ramp_service.db.models import OperationRow
@@ -122,7 +122,7 @@ class Journal:
                 update(OperationRow).where(*self._key(operation)).values(**values)
             )
 
-    def _key(self, operation: str) -> list[object]:
+    def _key(self, operation: str) -> list[ColumnElement[bool]]:
         return [
             OperationRow.ramp_id == self._claim.ramp_id,
             OperationRow.phase == self._phase,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text, update
+from sqlalchemy import ColumnElement, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
@@ -97,7 +97,7 @@ class WorkQueue:
             )
             return [Claim(*row) for row in rows]
 
-    def _fenced(self, claim: Claim) -> list[object]:
+    def _fenced(self, claim: Claim) -> list[ColumnElement[bool]]:
         return [
             RampRow.id == claim.ramp_id,
             RampRow.generation == claim.generation,
@@ -171,7 +171,7 @@ class WorkQueue:
         """Record a finished (or abandoned) cleanup phase and set the next one, if any."""
         now = self.clock()
         done = claim.active_phase
-        values = {
+        values: dict[str, object] = {
             "cleanup_phase": next_cleanup,
             "attempts": 0,
             "next_attempt_at": now,

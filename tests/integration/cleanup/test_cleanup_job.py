@@ -26,14 +26,20 @@ from tests.support.ramps import sell_record
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 INSERT_QUOTES = """
-INSERT INTO quote.quote_tickets (id, ramp_type, from_network, to_network, input_amount, input_currency,
-    output_amount, output_currency, rate, fee_network, fee_platform, fee_anchor, fee_partner_markup,
-    fee_total, fee_currency, partner_id, status, consumed_by, created_at, expires_at)
-SELECT gen_random_uuid(), 'SELL', 'pendulum', 'sepa', 100, 'USDC', 90, 'EUR', 0.9, 0, 1, 0, 0, 1, 'USDC', '',
+INSERT INTO quote.quote_tickets (id, ramp_type, from_network, to_network, input_amount,
+    input_currency, output_amount, output_currency, rate, fee_network, fee_platform, fee_anchor,
+    fee_partner_markup, fee_total, fee_currency, partner_id, status, consumed_by, created_at,
+    expires_at)
+SELECT gen_random_uuid(), 'SELL', 'pendulum', 'sepa', 100, 'USDC', 90, 'EUR', 0.9, 0, 1, 0, 0, 1,
+    'USDC', '',
     %(status)s::varchar, CASE WHEN %(status)s::varchar = 'CONSUMED' THEN 'ramp' END,
     %(expires)s::timestamptz - interval '10 minutes', %(expires)s::timestamptz
 FROM generate_series(1, %(n)s)
 """
+
+INSERT_KEYS = (
+    "INSERT INTO ramp.idempotency_keys (rpc, key, request_hash, state, created_at, locked_until) "
+)
 
 
 def seed_quotes(conn: psycopg.Connection, status: str, expires: datetime, n: int) -> None:
@@ -113,13 +119,12 @@ def test_each_task_with_exact_counts_across_batches(
     )
     insert_ramp(database_url, aio_loop, referenced, "COMPLETE", NOW)
     pg.execute(
-        """INSERT INTO ramp.idempotency_keys (rpc, key, request_hash, state, created_at, locked_until)
-                  SELECT 'StartRamp', 'k' || g, 'h', 'COMPLETED', %(t)s, %(t)s FROM generate_series(1, 1500) g""",
+        INSERT_KEYS + "SELECT 'StartRamp', 'k' || g, 'h', 'COMPLETED', %(t)s, %(t)s"
+        " FROM generate_series(1, 1500) g",
         {"t": NOW - timedelta(hours=25)},
     )
     pg.execute(
-        """INSERT INTO ramp.idempotency_keys (rpc, key, request_hash, state, created_at, locked_until)
-                  VALUES ('StartRamp', 'fresh', 'h', 'COMPLETED', %(t)s, %(t)s)""",
+        INSERT_KEYS + "VALUES ('StartRamp', 'fresh', 'h', 'COMPLETED', %(t)s, %(t)s)",
         {"t": NOW - timedelta(hours=23)},
     )
     late = [
@@ -153,7 +158,8 @@ def test_each_task_with_exact_counts_across_batches(
         ).fetchone()
         assert row == ("TIMED_OUT", "timedOut")
         event = pg.execute(
-            "SELECT to_phase, actor FROM ramp.phase_events WHERE ramp_id = %s ORDER BY id DESC LIMIT 1",
+            "SELECT to_phase, actor FROM ramp.phase_events WHERE ramp_id = %s"
+            " ORDER BY id DESC LIMIT 1",
             [ramp_id],
         ).fetchone()
         assert event == ("timedOut", "cleanup_job")

@@ -1,0 +1,128 @@
+"""`python -m ramp_service.worker`: run the phase processor until SIGTERM.
+
+Any number of workers may run at once; they share the queue through leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import start_http_server
+from sqlalchemy import func, select
+
+from ramp_service.db.models import OperationRow, RampRow
+from ramp_service.db.repository import RampRepository
+from ramp_service.domain.outcomes import RetryPolicy
+from ramp_service.domain.ramp import RampRecord
+from ramp_service.worker.config import WorkerSettings
+from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
+from ramp_service.worker.metrics import WorkerMetrics
+from ramp_service.worker.queue import WorkQueue
+from service_kit.config import load_settings
+from service_kit.db import create_engine, session_factory
+from service_kit.logs import configure_logging
+
+log = logging.getLogger("worker")
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def processor_config(settings: WorkerSettings) -> ProcessorConfig:
+    """Budgets per phase from settings: user- and partner-paced phases get their own timeouts."""
+    default = RetryPolicy(
+        max_attempts=settings.worker_max_attempts,
+        time_budget=timedelta(seconds=settings.worker_phase_budget_s),
+    )
+    return ProcessorConfig(
+        batch_size=settings.worker_batch_size,
+        poll_interval=timedelta(milliseconds=settings.worker_poll_interval_ms),
+        phase_timeout=timedelta(seconds=settings.worker_phase_timeout_s),
+        default_policy=default,
+        policies={
+            "awaitUserDeposit": RetryPolicy(
+                default.max_attempts, timedelta(seconds=settings.deposit_timeout_s)
+            ),
+            "brlaTeleport": RetryPolicy(
+                default.max_attempts, timedelta(seconds=settings.pix_timeout_s)
+            ),
+        },
+    )
+
+
+async def refresh_gauges(sessions: object, metrics: WorkerMetrics, stop: asyncio.Event) -> None:
+    """Every 15 s, set the ramps-by-status/phase and journal-state gauges from the database."""
+    while not stop.is_set():
+        try:
+            async with sessions.begin() as session:  # type: ignore[attr-defined]
+                ramps = await session.execute(
+                    select(RampRow.status, RampRow.current_phase, func.count()).group_by(
+                        RampRow.status, RampRow.current_phase
+                    )
+                )
+                journal = await session.execute(
+                    select(OperationRow.state, func.count()).group_by(OperationRow.state)
+                )
+            metrics.ramps.clear()
+            for status, phase, n in ramps:
+                metrics.ramps.labels(status=status, phase=phase).set(n)
+            metrics.journal.clear()
+            for state, n in journal:
+                metrics.journal.labels(state=state).set(n)
+        except Exception:
+            log.exception("gauge refresh failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 15)
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Build the processor and run it until a signal arrives."""
+    from ramp_service.worker.handlers.registry import build_handlers
+
+    engine = create_engine(settings, "ramp_worker")
+    sessions = session_factory(engine)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    queue = WorkQueue(sessions, owner, timedelta(seconds=settings.worker_lease_s), utc_now)
+    metrics = WorkerMetrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
+
+    async def load(ramp_id: uuid.UUID) -> RampRecord:
+        async with sessions.begin() as session:
+            record = await RampRepository(session).get(ramp_id)
+        assert record is not None
+        return record
+
+    handlers = build_handlers(settings)
+    processor = PhaseProcessor(queue, load, handlers, processor_config(settings), metrics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", extra={"owner": owner, "metrics_port": settings.metrics_port})
+    gauges = asyncio.ensure_future(refresh_gauges(sessions, metrics, stop))
+    await processor.run_forever(stop)
+    await gauges
+    await engine.dispose()
+    log.info("worker stopped", extra={"owner": owner})
+
+
+def main() -> None:
+    """Entry point."""
+    settings = load_settings(WorkerSettings)
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
+    asyncio.run(serve(settings))
+
+
+main()

@@ -1,0 +1,22 @@
+"""Configuration of the phase processor worker."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ramp_service.config import RampSettings
+
+
+class WorkerSettings(RampSettings):
+    """Worker knobs on top of the ramp settings (chains, partners, database)."""
+
+    worker_batch_size: int = Field(10, ge=1, le=500, description="Ramps claimed per statement.")
+    worker_poll_interval_ms: int = Field(500, ge=10, le=60_000, description="Idle poll interval.")
+    worker_lease_s: float = Field(30.0, ge=1, le=600, description="Lease length; heartbeat at 1/3.")
+    worker_phase_timeout_s: float = Field(60.0, ge=1, description="Longest single handler run.")
+    worker_max_attempts: int = Field(8, ge=1, description="Recoverable errors before review.")
+    worker_phase_budget_s: int = Field(1800, ge=10, description="Longest time in one phase.")
+    deposit_timeout_s: int = Field(3600, ge=10, description="SELL: wait for the user's deposit.")
+    pix_timeout_s: int = Field(3600, ge=10, description="BUY: wait for the PIX payment.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics; 0 = off.")
+    metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
