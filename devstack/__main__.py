@@ -23,11 +23,17 @@ log = logging.getLogger("devstack")
 def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, extra environment) of every long-running process."""
     py = sys.executable
+    quote_port = os.environ.get("QUOTE_GRPC_PORT", "50051")
     return [
+        ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url, "GRPC_PORT": quote_port}),
         (
-            "quote",
-            [py, "-m", "quote_service"],
-            {"DATABASE_URL": url, "GRPC_PORT": os.environ.get("QUOTE_GRPC_PORT", "50051")},
+            "gateway",
+            [py, "-m", "gateway"],
+            {
+                "GATEWAY_PORT": os.environ.get("GATEWAY_PORT", "8080"),
+                "GATEWAY_QUOTE_UPSTREAM": f"127.0.0.1:{quote_port}",
+                "GATEWAY_RAMP_UPSTREAM": "",
+            },
         ),
     ]
 

@@ -57,7 +57,11 @@ def main() -> None:
             pkg_dir = pkg_dir.parent
     pth = Path(site.getsitepackages()[0]) / "pendulumpay_generated.pth"
     pth.write_text(f"{GEN}\n")
-    print(f"generated {len(sources)} proto file(s) into {GEN.relative_to(ROOT)}")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gen_openapi import generate
+
+    generate(DESCRIPTORS, ROOT / "build" / "openapi.json")
+    print(f"generated {len(sources)} proto file(s) and the OpenAPI document into build/")
 
 
 if __name__ == "__main__":
