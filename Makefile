@@ -43,6 +43,10 @@ lint: $(GEN)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## bench: benchmarks against same-run baselines (ARGS=--quick for a short run)
+bench: $(GEN)
+	$(PY) -m bench $(ARGS)
+
 ## migrate: apply every schema's migrations to DATABASE_URL
 migrate: $(GEN)
 	$(PY) -m devstack migrate

@@ -1,0 +1,116 @@
+"""`make bench [ARGS=--quick]`: measure every workload against same-run baselines.
+
+Prints a table and writes bench/results/latest.json. Baselines (a bare grpc.aio echo server
+through the same load generator; raw psycopg selects and inserts; the raw SQL claim ceiling) are
+measured in the same run on the same machine, so the ratios mean something anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, stack, workloads
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _row(name: str, peak: Any, half: Any) -> dict[str, float]:
+    return {
+        "qps": peak.qps,
+        "p50_ms": half.p50_ms,
+        "p99_ms": half.p99_ms,
+        "p999_ms": half.p999_ms,
+        "errors": float(peak.errors + half.errors),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run everything; return the results document."""
+    seconds = 4.0 if quick else 15.0
+    with ExitStack() as processes:
+        sut = stack.start(processes)
+        echo_peak, echo_half = asyncio.run(workloads.echo(sut.echo_address, seconds))
+        results: dict[str, Any] = {
+            "baselines": {
+                "echo_qps": echo_peak.qps,
+                "pg_select_per_s": round(baselines.pg_select_per_s(sut.database_url, seconds), 1),
+                "pg_insert_per_s": round(baselines.pg_insert_per_s(sut.database_url, seconds), 1),
+            },
+            "workloads": {},
+        }
+        w = results["workloads"]
+        w["quote_get"] = _row(
+            "quote_get", *asyncio.run(workloads.quote_get(sut.quote_address, seconds))
+        )
+        w["quote_create"] = _row(
+            "quote_create", *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
+        )
+        workloads.seed_running_ramps(sut.database_url, 3000 if quick else 20000)
+        results["baselines"]["claim_ceiling_per_s"] = round(
+            baselines.claim_ceiling_per_s(sut.database_url), 1
+        )
+        advance_seconds, window = (20.0, 5.0) if quick else (600.0, 60.0)
+        workloads.seed_running_ramps(sut.database_url, 6000 if quick else 150000)
+        rate, ratio = asyncio.run(
+            workloads.phase_advance(sut.database_url, advance_seconds, window)
+        )
+        w["phase_advance"] = {"ramps_per_s": round(rate, 2), "last_minute_ratio": round(ratio, 3)}
+        rows_per_s, max_batch_ms, poll_ratio = workloads.cleanup(
+            sut.database_url, sut.quote_address, 100_000 if quick else 500_000, seconds
+        )
+        w["cleanup"] = {
+            "rows_per_s": round(rows_per_s, 1),
+            "max_batch_ms": max_batch_ms,
+            "poll_ratio": round(poll_ratio, 3),
+        }
+        results["echo_latency_at_half_peak"] = {
+            "p50_ms": echo_half.p50_ms,
+            "p99_ms": echo_half.p99_ms,
+        }
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """Human-readable summary with ratios to the baselines."""
+    base = results["baselines"]
+    print(f"{'baseline':<24}{'value':>14}")
+    for key, value in base.items():
+        print(f"{key:<24}{value:>14.1f}")
+    print(f"\n{'workload':<24}{'qps':>10}{'vs echo':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}")
+    for name, row in results["workloads"].items():
+        if "qps" in row:
+            ratio = row["qps"] / base["echo_qps"] if base["echo_qps"] else 0
+            print(
+                f"{name:<24}{row['qps']:>10.1f}{ratio:>9.2f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+                f"{row['p999_ms']:>10.2f}"
+            )
+        else:
+            print(f"{name:<24}" + "  ".join(f"{k}={v}" for k, v in row.items()))
+    adv = results["workloads"].get("phase_advance")
+    if adv and base.get("claim_ceiling_per_s"):
+        print(
+            "\nphase_advance / claim ceiling = "
+            f"{adv['ramps_per_s'] / base['claim_ceiling_per_s']:.2f}"
+        )
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs (under 5 minutes)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = run(args.quick)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()

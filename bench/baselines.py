@@ -1,0 +1,59 @@
+"""Raw baselines: PostgreSQL primary-key selects and single-row inserts, and the SQL claim
+ceiling of the phase processor (batch claims of 10 with SKIP LOCKED, nothing else)."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from service_kit.db import libpq_url
+
+
+def pg_select_per_s(database_url: str, seconds: float) -> float:
+    """Primary-key selects per second on one connection, prepared."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_kv (id int PRIMARY KEY, v text)")
+        conn.execute(
+            "INSERT INTO bench_kv SELECT g, 'x' FROM generate_series(1, 10000) g "
+            "ON CONFLICT DO NOTHING"
+        )
+        count, deadline, i = 0, time.perf_counter() + seconds, 0
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            i = i % 10000 + 1
+            conn.execute("SELECT v FROM bench_kv WHERE id = %s", [i], prepare=True).fetchone()
+            count += 1
+        return count / (time.perf_counter() - started)
+
+
+def pg_insert_per_s(database_url: str, seconds: float) -> float:
+    """Durable single-row inserts (one commit each) per second on one connection."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_log (id bigserial PRIMARY KEY, v text)")
+        count, deadline = 0, time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            conn.execute("INSERT INTO bench_log (v) VALUES (%s)", ["x"], prepare=True)
+            count += 1
+        return count / (time.perf_counter() - started)
+
+
+CLAIM_AND_FINISH = """
+UPDATE ramp.ramps SET status = 'COMPLETE', generation = generation + 1
+WHERE id IN (SELECT id FROM ramp.ramps WHERE status = 'RUNNING' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT 10 FOR UPDATE SKIP LOCKED)
+"""
+
+
+def claim_ceiling_per_s(database_url: str) -> float:
+    """Ramps per second that raw SQL alone can claim (10 at a time) and finish; the table
+    must hold RUNNING, due ramps."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        started, claimed = time.perf_counter(), 0
+        while True:
+            n = conn.execute(CLAIM_AND_FINISH, prepare=True).rowcount
+            if n == 0:
+                break
+            claimed += n
+        return claimed / (time.perf_counter() - started)

@@ -1,0 +1,68 @@
+"""The system under test for benchmarks: a fresh database and real service processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import make_url
+
+from devstack.database import migrate_all
+from service_kit.db import libpq_url
+from service_kit.embedded_pg import start_embedded_postgres
+from tests.support.processes import free_port, wait_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    """Where the benchmark's processes listen."""
+
+    database_url: str
+    quote_address: str
+    echo_address: str
+
+
+def fresh_database() -> str:
+    """A new, migrated database on BENCH_DATABASE_URL / TEST_DATABASE_URL's server, or embedded."""
+    server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    server = libpq_url(server) if server else start_embedded_postgres(ROOT / ".data" / "bench-pg")
+    name = f"pp_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    migrate_all(url)
+    return url
+
+
+def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) -> None:
+    """A child process killed when the benchmark ends; its output is discarded."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        env={**os.environ, "LOG_LEVEL": "WARNING", "LOG_RPCS": "false", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stack.callback(proc.wait)
+    stack.callback(proc.kill)
+
+
+def start(stack: ExitStack) -> Stack:
+    """Start the database, the echo baseline server and the quote service."""
+    url = fresh_database()
+    echo_port, quote_port = free_port(), free_port()
+    spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
+    spawn(
+        stack,
+        ["-m", "quote_service"],
+        {"DATABASE_URL": url, "GRPC_PORT": str(quote_port), "DB_POOL_SIZE": "20"},
+    )
+    wait_serving(f"127.0.0.1:{quote_port}")
+    return Stack(url, f"127.0.0.1:{quote_port}", f"127.0.0.1:{echo_port}")
