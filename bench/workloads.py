@@ -167,7 +167,8 @@ def cleanup(
             "INSERT INTO quote.quote_tickets SELECT gen_random_uuid(), ramp_type, from_network, "
             "to_network, input_amount, input_currency, output_amount, output_currency, rate, "
             "fee_network, fee_platform, fee_anchor, fee_partner_markup, fee_total, fee_currency, "
-            "partner_id, 'EXPIRED', NULL, NULL, created_at - interval '100 days', expires_at - interval '100 days' "
+            "partner_id, 'EXPIRED', NULL, NULL, created_at - interval '100 days', "
+            "expires_at - interval '100 days' "
             "FROM quote.quote_tickets, generate_series(1, %s) LIMIT %s",
             [rows, rows],
         )
