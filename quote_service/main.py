@@ -13,7 +13,7 @@ from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings
 from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.config import load_settings
-from service_kit.db import create_engine, session_factory
+from service_kit.db import autocommit_session_factory, create_engine, session_factory
 from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
 from service_kit.logs import configure_logging
 
@@ -35,7 +35,12 @@ def create_server(
     pricing, pools = load_pricing(settings.pricing_file)
     engine = create_engine(settings, "quote_service")
     service = QuoteService(
-        session_factory(engine), pricing, pools, timedelta(seconds=settings.quote_ttl_s), deps.clock
+        session_factory(engine),
+        pricing,
+        pools,
+        timedelta(seconds=settings.quote_ttl_s),
+        deps.clock,
+        reads=autocommit_session_factory(engine),
     )
     running = build_server(
         settings.grpc_host,

@@ -32,8 +32,11 @@ class QuoteService:
         price_source: PriceSource,
         ttl: timedelta,
         clock: Clock = utc_now,
+        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Single-statement reads need no transaction: an autocommit session saves BEGIN/COMMIT.
+        self._reads = reads or sessions
         self._pricing = pricing
         self._price_source = price_source
         self._ttl = ttl
@@ -50,7 +53,7 @@ class QuoteService:
     async def get_quote(self, quote_id: str) -> QuoteTicket:
         """The quote as a reader sees it now (a stale PENDING reads as EXPIRED)."""
         qid = parse_quote_id(quote_id)
-        async with self._sessions.begin() as session:
+        async with self._reads() as session:
             ticket = await QuoteRepository(session).get(qid)
         if ticket is None:
             raise QuoteNotFound(quote_id)

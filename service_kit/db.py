@@ -33,7 +33,10 @@ def create_engine(settings: ServiceSettings, application_name: str) -> AsyncEngi
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A dropped connection fails one call,
+        # invalidates the pool and the next call reconnects; recycling bounds connection age.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         connect_args={
             "application_name": application_name,
             "connect_timeout": 5,
@@ -45,3 +48,10 @@ def create_engine(settings: ServiceSettings, application_name: str) -> AsyncEngi
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for one unit of work each; objects stay readable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def autocommit_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on autocommit connections, for single-statement reads (no BEGIN/COMMIT)."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quote_service.db.models import QuoteRow
@@ -82,8 +82,11 @@ class QuoteRepository:
 
     async def get(self, quote_id: uuid.UUID) -> QuoteTicket | None:
         """The ticket with this id, or None."""
-        row = await self._session.get(QuoteRow, quote_id)
-        return _to_ticket(row) if row else None
+        # A Core select: one round trip, no identity map (the hot path of status polling).
+        table = QuoteRow.__table__
+        result = await self._session.execute(select(table).where(table.c.id == quote_id))
+        row = result.first()
+        return _to_ticket(row) if row else None  # type: ignore[arg-type]
 
     async def consume_if_pending(
         self, quote_id: uuid.UUID, ramp_id: str, now: datetime
