@@ -1,8 +1,8 @@
 """The devnet's Stellar ledger: accounts, trustlines and transactions, with Stellar's checks.
 
-A transaction is validated first (envelope for this network, fee, sequence, time bounds, the
-source account's signature); a transaction that fails validation is rejected and changes
-nothing. A valid one consumes its sequence number and fee, then applies all its operations
+A transaction is validated first (envelope for this network, fee, sequence — including the
+CAP-21 `min_sequence_number` precondition — time bounds, the source account's signature);
+a transaction that fails validation is rejected and changes nothing. A valid one consumes its sequence number and fee, then applies all its operations
 atomically: if any operation fails, none of them takes effect and the result is `tx_failed`
 with each operation's code, as on Stellar. Signing is by each account's master key (weight 1,
 thresholds 0); multi-signer thresholds are not modelled.
@@ -144,7 +144,12 @@ class Ledger:
             raise TransactionRejected("tx_no_source_account")
         if tx.fee < BASE_FEE * len(tx.operations):
             raise TransactionRejected("tx_insufficient_fee")
-        if tx.sequence != source.sequence + 1:
+        min_sequence = tx.preconditions.min_sequence_number if tx.preconditions else None
+        if min_sequence is not None:
+            # CAP-21: valid while minSeqNum <= account sequence < tx sequence.
+            if not (min_sequence <= source.sequence < tx.sequence):
+                raise TransactionRejected("tx_bad_seq")
+        elif tx.sequence != source.sequence + 1:
             raise TransactionRejected("tx_bad_seq")
         bounds = tx.preconditions.time_bounds if tx.preconditions else None
         if bounds and bounds.min_time and now < bounds.min_time:

@@ -1,0 +1,250 @@
+"""The Stellar adapter: build, verify, submit and look up transactions with stellar-sdk.
+
+Ephemeral accounts get a *known* starting sequence without the funding account's sequence in
+any presigned transaction: the funding account creates the ephemeral in a server-signed
+transaction (built when it runs, from the funding account's live sequence), and the
+ephemeral's first presigned transaction carries the CAP-21 `min_sequence_number` precondition,
+which makes it valid at a chosen sequence `S` whatever sequence the new account starts with
+and bumps the account to `S`. Its later transactions use `S + 1`, `S + 2`. Presigning a
+transaction whose source is the shared funding account would tie every ramp to that account's
+sequence at register time, and any other funding transaction would invalidate it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from stellar_sdk import (
+    Account,
+    Asset,
+    Keypair,
+    ServerAsync,
+    TransactionBuilder,
+    TransactionEnvelope,
+)
+from stellar_sdk.client.aiohttp_client import AiohttpClient
+from stellar_sdk.exceptions import (
+    BadRequestError,
+    BadResponseError,
+    BadSignatureError,
+    ConnectionError,
+    NotFoundError,
+    SdkError,
+)
+
+from ramp_service.chains.errors import RecoverableError, UnrecoverableError
+from service_kit.errors import FieldViolation, InvalidInput
+
+# Sequence the ephemeral jumps to with its first presigned transaction (far above any
+# ledger<<32 starting sequence for the foreseeable life of the network).
+EPHEMERAL_START_SEQUENCE = 1 << 62
+BASE_FEE = 100
+RETRYABLE_TX_CODES = frozenset({"tx_too_early", "tx_insufficient_fee"})
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """A transaction the network accepted (or already had)."""
+
+    hash: str
+    ledger: int
+    successful: bool
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What a reader needs of an account."""
+
+    sequence: int
+    balances: dict[str, Decimal]  # "native" or "CODE:ISSUER" → balance
+
+
+def invalid_presigned(reason: str, description: str) -> InvalidInput:
+    """A presigned transaction that does not match what was issued."""
+    return InvalidInput(reason, description, [FieldViolation("presigned_txs", description)])
+
+
+class StellarChain:
+    """Builds, verifies and submits Stellar transactions for one network."""
+
+    def __init__(self, horizon_url: str, network_passphrase: str, timeout_s: float = 10.0) -> None:
+        self.horizon_url = horizon_url
+        self.network_passphrase = network_passphrase
+        self._timeout_s = timeout_s
+
+    # --- building (no I/O) ---------------------------------------------------------------
+
+    def _builder(self, source: Account, valid_until: int) -> TransactionBuilder:
+        builder = TransactionBuilder(source, self.network_passphrase, base_fee=BASE_FEE)
+        builder.add_time_bounds(0, valid_until)
+        return builder
+
+    def build_create_ephemeral(
+        self, funding: Account, ephemeral: str, starting_xlm: Decimal, valid_until: int
+    ) -> str:
+        """Server-signed: the funding account creates the ephemeral (unsigned XDR)."""
+        builder = self._builder(funding, valid_until)
+        builder.append_create_account_op(ephemeral, f"{starting_xlm:f}")
+        return builder.build().to_xdr()
+
+    def build_ephemeral_setup(self, ephemeral: str, assets: list[Asset], valid_until: int) -> str:
+        """Presigned: trustlines, valid at any starting sequence; bumps to the known start."""
+        builder = self._builder(Account(ephemeral, EPHEMERAL_START_SEQUENCE - 1), valid_until)
+        builder.set_min_sequence_number(0)
+        for asset in assets:
+            builder.append_change_trust_op(asset)
+        return builder.build().to_xdr()
+
+    def build_payment(
+        self,
+        ephemeral: str,
+        offset: int,
+        destination: str,
+        asset: Asset,
+        amount: Decimal,
+        memo: str,
+        valid_until: int,
+    ) -> str:
+        """Presigned: a payment with a text memo at sequence start + `offset`."""
+        builder = self._builder(
+            Account(ephemeral, EPHEMERAL_START_SEQUENCE + offset - 1), valid_until
+        )
+        builder.append_payment_op(destination, asset, f"{amount:f}")
+        if memo:
+            builder.add_text_memo(memo)
+        return builder.build().to_xdr()
+
+    def build_merge(
+        self, ephemeral: str, offset: int, destination: str, assets: list[Asset], valid_until: int
+    ) -> str:
+        """Presigned: remove trustlines and merge the ephemeral into `destination`."""
+        builder = self._builder(
+            Account(ephemeral, EPHEMERAL_START_SEQUENCE + offset - 1), valid_until
+        )
+        for asset in assets:
+            builder.append_change_trust_op(asset, limit="0")
+        builder.append_account_merge_op(destination)
+        return builder.build().to_xdr()
+
+    def sequence_of(self, envelope_xdr: str) -> int:
+        """The sequence number a transaction envelope uses."""
+        return int(
+            TransactionEnvelope.from_xdr(envelope_xdr, self.network_passphrase).transaction.sequence
+        )
+
+    def sign(self, envelope_xdr: str, keypair: Keypair) -> str:
+        """Add `keypair`'s signature (server-side funding transactions)."""
+        envelope = TransactionEnvelope.from_xdr(envelope_xdr, self.network_passphrase)
+        envelope.sign(keypair)
+        return envelope.to_xdr()
+
+    def tx_hash(self, envelope_xdr: str) -> str:
+        """The transaction hash (hex) on this network."""
+        return TransactionEnvelope.from_xdr(envelope_xdr, self.network_passphrase).hash_hex()
+
+    # --- verifying (no I/O) --------------------------------------------------------------
+
+    def verify_presigned(self, issued_xdr: str, signed_xdr: str, signer: str) -> str:
+        """The signed envelope, checked against what was issued; raises InvalidInput.
+
+        The transaction must be byte-for-byte the one issued (amount, destination, memo,
+        sequence, time bounds, fee) and carry a valid signature of `signer` for this network.
+        Other signatures are dropped.
+        """
+        try:
+            signed = TransactionEnvelope.from_xdr(signed_xdr, self.network_passphrase)
+        except Exception:
+            raise invalid_presigned(
+                "PRESIGNED_TX_MALFORMED", "not a base64 Stellar transaction envelope"
+            ) from None
+        issued = TransactionEnvelope.from_xdr(issued_xdr, self.network_passphrase)
+        if (
+            signed.transaction.to_xdr_object().to_xdr()
+            != issued.transaction.to_xdr_object().to_xdr()
+        ):
+            raise invalid_presigned(
+                "PRESIGNED_TX_MISMATCH", "the transaction differs from the one issued"
+            )
+        keypair = Keypair.from_public_key(signer)
+        tx_hash = signed.hash()
+        for signature in signed.signatures:
+            if signature.signature_hint != keypair.signature_hint():
+                continue
+            try:
+                keypair.verify(tx_hash, signature.signature)
+            except BadSignatureError:
+                continue
+            issued.signatures = [signature]
+            return issued.to_xdr()
+        raise invalid_presigned(
+            "PRESIGNED_TX_BAD_SIGNATURE", f"no valid signature of {signer} for this network"
+        )
+
+    # --- network -------------------------------------------------------------------------
+
+    def _server(self) -> ServerAsync:
+        client = AiohttpClient(
+            request_timeout=self._timeout_s, post_timeout=self._timeout_s, backoff_factor=None
+        )
+        return ServerAsync(self.horizon_url, client=client)
+
+    async def account(self, account_id: str) -> AccountState | None:
+        """Sequence and balances, or None when the account does not exist."""
+        async with self._server() as server:
+            try:
+                data = await server.accounts().account_id(account_id).call()
+            except NotFoundError:
+                return None
+            except SdkError as exc:
+                raise _recoverable(exc) from exc
+        balances = {
+            (
+                "native"
+                if b["asset_type"] == "native"
+                else f"{b['asset_code']}:{b['asset_issuer']}"
+            ): Decimal(b["balance"])
+            for b in data["balances"]
+        }
+        return AccountState(int(data["sequence"]), balances)
+
+    async def find(self, tx_hash: str) -> SubmitResult | None:
+        """The transaction with this hash, if the network has it (applied or failed)."""
+        async with self._server() as server:
+            try:
+                record = await server.transactions().transaction(tx_hash).call()
+            except NotFoundError:
+                return None
+            except SdkError as exc:
+                raise _recoverable(exc) from exc
+        return SubmitResult(record["hash"], int(record["ledger"]), bool(record["successful"]))
+
+    async def submit(self, envelope_xdr: str) -> SubmitResult:
+        """Submit a signed envelope; classify failures for the processor."""
+        async with self._server() as server:
+            try:
+                record = await server.submit_transaction(
+                    envelope_xdr, skip_memo_required_check=True
+                )
+            except BadRequestError as exc:
+                raise _classified(exc) from exc
+            except SdkError as exc:
+                raise _recoverable(exc) from exc
+        return SubmitResult(record["hash"], int(record["ledger"]), bool(record["successful"]))
+
+
+def _recoverable(exc: SdkError) -> RecoverableError:
+    if isinstance(exc, ConnectionError):
+        return RecoverableError("HORIZON_UNREACHABLE", str(exc)[:300])
+    if isinstance(exc, BadResponseError) and getattr(exc, "status", 0) == 429:
+        return RecoverableError("HORIZON_RATE_LIMITED", "rate limited")
+    return RecoverableError("HORIZON_ERROR", f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _classified(exc: BadRequestError) -> RecoverableError | UnrecoverableError:
+    codes = (exc.extras or {}).get("result_codes", {})
+    tx_code = str(codes.get("transaction", "tx_unknown"))
+    detail = f"{tx_code} {codes.get('operations', '')}".strip()
+    if tx_code in RETRYABLE_TX_CODES:
+        return RecoverableError(tx_code.upper(), detail)
+    return UnrecoverableError(tx_code.upper(), detail)
