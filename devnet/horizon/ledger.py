@@ -2,8 +2,8 @@
 
 A transaction is validated first (envelope for this network, fee, sequence — including the
 CAP-21 `min_sequence_number` precondition — time bounds, the source account's signature);
-a transaction that fails validation is rejected and changes nothing. A valid one consumes its sequence number and fee, then applies all its operations
-atomically: if any operation fails, none of them takes effect and the result is `tx_failed`
+a transaction that fails validation is rejected and changes nothing. A valid one consumes its
+sequence number and fee, then applies all its operations atomically: if any operation fails, none of them takes effect and the result is `tx_failed`
 with each operation's code, as on Stellar. Signing is by each account's master key (weight 1,
 thresholds 0); multi-signer thresholds are not modelled.
 """
