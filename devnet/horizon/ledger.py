@@ -1,11 +1,12 @@
 """The devnet's Stellar ledger: accounts, trustlines and transactions, with Stellar's checks.
 
-A transaction is validated first (envelope for this network, fee, sequence — including the
-CAP-21 `min_sequence_number` precondition — time bounds, the source account's signature);
-a transaction that fails validation is rejected and changes nothing. A valid one consumes its
-sequence number and fee, then applies all its operations atomically: if any operation fails, none of them takes effect and the result is `tx_failed`
-with each operation's code, as on Stellar. Signing is by each account's master key (weight 1,
-thresholds 0); multi-signer thresholds are not modelled.
+A transaction is validated first (envelope for this network, fee, sequence, including the
+CAP-21 `min_sequence_number` precondition, time bounds, the source account's signature); a
+transaction that fails validation is rejected and changes nothing. A valid one consumes its
+sequence number and fee, then applies all its operations atomically: if any operation fails,
+none takes effect and the result is `tx_failed` with each operation's code, as on Stellar.
+Signing is by each account's master key (weight 1, thresholds 0); multi-signer thresholds are
+not modelled.
 """
 
 from __future__ import annotations
