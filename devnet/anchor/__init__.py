@@ -1,0 +1,1 @@
+"""A SEP-24-like anchor that pays out fiat when its Stellar account receives a memo payment."""
