@@ -25,6 +25,7 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     py = sys.executable
     quote_port = os.environ.get("QUOTE_GRPC_PORT", "50051")
     return [
+        ("devnet", [py, "-m", "devnet"], {}),
         ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url, "GRPC_PORT": quote_port}),
         (
             "gateway",

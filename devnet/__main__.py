@@ -1,0 +1,106 @@
+"""`python -m devnet`: the local stand-ins on their ports until SIGTERM.
+
+Horizon on DEVNET_HORIZON_PORT (8000), the anchor on DEVNET_ANCHOR_PORT (8001) and the PIX
+partner on DEVNET_PIX_PORT (8002), which mints through DEVNET_SUBSTRATE_RPC_URL. The anchor's
+issuing account and a Stellar funding account exist from genesis; their keys are written to
+DEVNET_KEYS_FILE (default .data/devnet/keys.json, ignored by git) for the local services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from decimal import Decimal
+from pathlib import Path
+
+from aiohttp import web
+from stellar_sdk import Keypair
+
+from devnet.anchor.app import AnchorConfig
+from devnet.anchor.app import create_app as create_anchor
+from devnet.horizon.app import HorizonConfig
+from devnet.horizon.app import create_app as create_horizon
+from devnet.pix.app import PixConfig
+from devnet.pix.app import create_app as create_pix
+from service_kit.logs import configure_logging
+
+log = logging.getLogger("devnet")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _keys(path: Path) -> dict[str, str]:
+    """Reuse the keys of an earlier run so accounts stay the same across restarts."""
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    keys = {name: Keypair.random().secret for name in ("anchor", "stellar_funding")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys, indent=2))
+    path.chmod(0o600)
+    return keys
+
+
+async def _site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def main() -> None:
+    """Serve every stand-in until a signal arrives."""
+    host = os.environ.get("DEVNET_HOST", "127.0.0.1")
+    ports = {
+        name: int(os.environ.get(f"DEVNET_{name.upper()}_PORT", default))
+        for name, default in (("horizon", "8000"), ("anchor", "8001"), ("pix", "8002"))
+    }
+    keys = _keys(Path(os.environ.get("DEVNET_KEYS_FILE", ROOT / ".data" / "devnet" / "keys.json")))
+    anchor = Keypair.from_secret(keys["anchor"])
+    funding = Keypair.from_secret(keys["stellar_funding"])
+    horizon_url = f"http://{host}:{ports['horizon']}"
+    runners = [
+        await _site(
+            create_horizon(
+                HorizonConfig(
+                    genesis={
+                        anchor.public_key: Decimal(10_000),
+                        funding.public_key: Decimal(1_000_000),
+                    }
+                )
+            ),
+            host,
+            ports["horizon"],
+        ),
+        await _site(
+            create_anchor(AnchorConfig(horizon_url, anchor.public_key)), host, ports["anchor"]
+        ),
+        await _site(
+            create_pix(
+                PixConfig(os.environ.get("DEVNET_SUBSTRATE_RPC_URL", f"http://{host}:9944"))
+            ),
+            host,
+            ports["pix"],
+        ),
+    ]
+    log.info(
+        "devnet up",
+        extra={
+            "ports": ports,
+            "anchor_account": anchor.public_key,
+            "stellar_funding_account": funding.public_key,
+        },
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    asyncio.run(main())
