@@ -24,16 +24,26 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, extra environment) of every long-running process."""
     py = sys.executable
     quote_port = os.environ.get("QUOTE_GRPC_PORT", "50051")
+    ramp_port = os.environ.get("RAMP_GRPC_PORT", "50052")
     return [
         ("devnet", [py, "-m", "devnet"], {}),
         ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url, "GRPC_PORT": quote_port}),
+        (
+            "ramp",
+            [py, "-m", "ramp_service"],
+            {
+                "DATABASE_URL": url,
+                "GRPC_PORT": ramp_port,
+                "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
+            },
+        ),
         (
             "gateway",
             [py, "-m", "gateway"],
             {
                 "GATEWAY_PORT": os.environ.get("GATEWAY_PORT", "8080"),
                 "GATEWAY_QUOTE_UPSTREAM": f"127.0.0.1:{quote_port}",
-                "GATEWAY_RAMP_UPSTREAM": "",
+                "GATEWAY_RAMP_UPSTREAM": f"127.0.0.1:{ramp_port}",
             },
         ),
     ]

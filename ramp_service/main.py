@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
-from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
 
+from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
 from ramp_service.adapters.quote_client import GrpcQuoteClient
 from ramp_service.admin import RampAdmin
 from ramp_service.api.admin_servicer import BearerTokenInterceptor, RampAdminServicer

@@ -20,6 +20,7 @@ from ramp_service.db.repository import RampRepository
 from ramp_service.domain.errors import (
     EphemeralNotFresh,
     InvalidRampRequest,
+    QuoteUnusable,
     RampAlreadyStarted,
     RampNotFound,
     RampNotInitial,
@@ -101,6 +102,11 @@ class RampService:
             if await repo.id_for_quote(quote.id) is not None:
                 return await self._existing_registration(ramp_id, command)
             in_use = await repo.accounts_in_use(list(accounts.values()))
+        if quote.status in ("EXPIRED", "CONSUMED"):
+            # Fail before touching chains or partners; consume_quote re-checks atomically.
+            raise QuoteUnusable(
+                f"QUOTE_{quote.status}", f"quote {quote.id} is {quote.status.lower()}"
+            )
         for network, address in sorted(in_use):
             raise EphemeralNotFresh(network, address, "already used by another ramp")
         for account in accounts.values():
@@ -200,11 +206,10 @@ class RampService:
             row = await repo.lock(record.id)
             assert row is not None
             now = self._clock()
-            if row.status != RampStatus.REGISTERED.value:
-                pass  # lost a race with another start: answer after the lock is released
-            elif now >= row.start_deadline:
+            won = row.status == RampStatus.REGISTERED.value  # else: lost a race with another start
+            if won and now >= row.start_deadline:
                 raise StartDeadlinePassed(ramp_id)
-            else:
+            if won:
                 check_complete(record.issued(), record.presigned_keys() | set(payloads))
                 for (phase, network), payload in payloads.items():
                     await repo.store_presigned(record.id, phase, network, payload, now)
@@ -220,7 +225,9 @@ class RampService:
                 await repo.append_event(
                     record.id, INITIAL, INITIAL, row.status, USER, now, "started"
                 )
-                return await self.get(ramp_id)
+        # Read after commit: the answer shows the ramp as every later reader will.
+        if won:
+            return await self.get(ramp_id)
         return self._repeated_start(await self.get(ramp_id), payloads)
 
     def _repeated_start(

@@ -16,8 +16,8 @@ from typing import TypeVar
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from ramp_service.domain.errors import QuoteServiceUnavailable, QuoteUnusable, invalid
 from ramp_service.domain.ramp import QuoteSnapshot
 from service_kit.errors import NotFound

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 
 import grpc
-from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2
 
+from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2
 from ramp_service.admin import RampAdmin
 from ramp_service.api.servicer import ramp_to_proto
 

@@ -9,8 +9,8 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 
+from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
 from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand

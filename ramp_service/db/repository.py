@@ -89,8 +89,8 @@ class RampRepository:
                 nonce=t.issued.nonce,
                 unsigned_payload=t.issued.tx_data,
                 meta=t.issued.meta,
-                presigned_payload=None,
-                status="ISSUED",
+                presigned_payload=t.presigned_payload,
+                status=t.status,
                 updated_at=record.created_at,
             )
             for t in record.txs

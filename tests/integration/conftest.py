@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from pendulumpay.quote.v1 import quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2_grpc
+from pendulumpay.ramp.v1 import ramp_pb2_grpc
 from quote_service.config import QuoteSettings
 from quote_service.main import QuoteDeps, create_server
+from ramp_service.config import RampSettings
+from ramp_service.main import RampDeps
+from ramp_service.main import create_server as create_ramp_server
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread
 
@@ -57,3 +61,40 @@ def quote_channel(quote_server: RunningServer) -> Iterator[grpc.Channel]:
 def quote_stub(quote_channel: grpc.Channel) -> quote_pb2_grpc.QuoteServiceStub:
     """Client stub for QuoteService."""
     return quote_pb2_grpc.QuoteServiceStub(quote_channel)
+
+
+def start_ramp_server(
+    aio_loop: LoopThread, database_url: str, quote_port: int, clock: FakeClock
+) -> RunningServer:
+    """The ramp service on an ephemeral port in front of `database_url`."""
+    settings = RampSettings(
+        database_url=database_url,
+        grpc_port=0,
+        log_rpcs=False,
+        quote_service_target=f"127.0.0.1:{quote_port}",
+        admin_token="test-admin-token",
+    )  # type: ignore[arg-type]
+
+    async def build() -> RunningServer:
+        running, _ = create_ramp_server(settings, RampDeps(clock=clock))
+        await running.start()
+        return running
+
+    return aio_loop.run(build())
+
+
+@pytest.fixture
+def ramp_server(
+    database_url: str, quote_server: RunningServer, clock: FakeClock, aio_loop: LoopThread
+) -> Iterator[RunningServer]:
+    """The ramp service, talking to the quote service over gRPC, on a fresh database."""
+    running = start_ramp_server(aio_loop, database_url, quote_server.port, clock)
+    yield running
+    aio_loop.run(running.stop(0))
+
+
+@pytest.fixture
+def ramp_stub(ramp_server: RunningServer) -> Iterator[ramp_pb2_grpc.RampServiceStub]:
+    """Client stub for RampService over a real channel."""
+    with grpc.insecure_channel(f"127.0.0.1:{ramp_server.port}") as channel:
+        yield ramp_pb2_grpc.RampServiceStub(channel)

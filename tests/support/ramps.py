@@ -82,3 +82,9 @@ async def insert_running(sessions: async_sessionmaker[AsyncSession], now: dateti
             .values(status="RUNNING", next_attempt_at=now, phase_started_at=now)
         )
     return record.id
+
+
+async def insert_registered(sessions: async_sessionmaker[AsyncSession], record: RampRecord) -> None:
+    """Store a ramp as RegisterRamp would (REGISTERED, phase initial)."""
+    async with sessions.begin() as session:
+        await RampRepository(session).add(record, "user")

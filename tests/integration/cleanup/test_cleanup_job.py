@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psycopg
 import pytest
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from sqlalchemy import Engine, create_engine
 
 from cleanup_job.config import CleanupSettings
 from cleanup_job.job import LOCK_KEY, CleanupJob
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread

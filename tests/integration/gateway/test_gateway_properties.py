@@ -11,8 +11,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.grpc_server import RunningServer, build_server
 from tests.support.aio import LoopThread
 from tests.support.envoy import Gateway, start_gateway

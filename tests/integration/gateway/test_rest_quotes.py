@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from tests.support.envoy import Gateway
 
 SELL = {

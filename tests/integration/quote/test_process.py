@@ -10,8 +10,8 @@ import time
 
 import grpc
 import psycopg
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url
 from tests.support.processes import free_port, start_module, wait_serving
 

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url
 from tests.support.aio import FakeClock
 from tests.support.grpc_errors import failure

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from pendulumpay.ramp.v1 import ramp_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pendulumpay.ramp.v1 import ramp_pb2
 from ramp_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused
 from ramp_service.idempotency import IdempotencyStore
 from service_kit.config import ServiceSettings

@@ -1,0 +1,327 @@
+"""RampService over real gRPC on real PostgreSQL: reads, start, update, idempotency, register
+checks that come before any chain work."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import grpc
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from ramp_service.db.models import RampErrorRow
+from ramp_service.domain.ramp import RampRecord
+from service_kit.config import ServiceSettings
+from service_kit.db import create_engine, session_factory
+from service_kit.grpc_server import RunningServer
+from tests.integration.conftest import start_ramp_server
+from tests.support.aio import FakeClock, LoopThread
+from tests.support.grpc_errors import failure
+from tests.support.ramps import insert_registered, sell_record
+
+Stub = ramp_pb2_grpc.RampServiceStub
+
+
+@pytest.fixture
+def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
+    async def make() -> AsyncEngine:
+        return create_engine(ServiceSettings(database_url=database_url), "test")
+
+    engine = aio_loop.run(make())
+    yield session_factory(engine)
+    aio_loop.run(engine.dispose())
+
+
+@pytest.fixture
+def registered(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> RampRecord:
+    record = sell_record(clock.now)
+    aio_loop.run(insert_registered(sessions, record))
+    return record
+
+
+def start(stub: Stub, ramp_id: object, key: str | None = None, wallet: str = "") -> ramp_pb2.Ramp:
+    metadata = (("idempotency-key", key),) if key else ()
+    request = ramp_pb2.StartRampRequest(
+        ramp_id=str(ramp_id), additional_data=ramp_pb2.AdditionalData(wallet_address=wallet)
+    )
+    return stub.StartRamp(request, metadata=metadata, timeout=10)
+
+
+def test_get_ramp_shows_what_register_stored(ramp_stub: Stub, registered: RampRecord) -> None:
+    ramp = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(registered.id)), timeout=5)
+    assert ramp.status == ramp_pb2.Ramp.REGISTERED and ramp.current_phase == "initial"
+    assert ramp.quote_id == str(registered.quote.id) and ramp.ramp_type == ramp_pb2.SELL
+    assert ramp.quote.input_amount == "100.000000" and ramp.quote.output_amount == "90.00"
+    assert [t.phase for t in ramp.unsigned_txs] and all(t.tx_data for t in ramp.unsigned_txs)
+    assert ramp.deposit_instructions.network == "pendulum"
+    assert [p.phase for p in ramp.phase_history] == ["initial"]
+    assert ramp.flow_version == "sell-v1" and ramp.corridor == "SELL:pendulum:sepa:USDC:EUR"
+
+
+@pytest.mark.parametrize(
+    ("ramp_id", "code", "reason"),
+    [
+        (str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND, "RAMP_NOT_FOUND"),
+        ("nope", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_RAMP_ID"),
+    ],
+)
+def test_unknown_and_malformed_ids(
+    ramp_stub: Stub, ramp_id: str, code: grpc.StatusCode, reason: str
+) -> None:
+    for call in (
+        lambda: ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=ramp_id), timeout=5),
+        lambda: ramp_stub.GetRampErrors(ramp_pb2.GetRampErrorsRequest(id=ramp_id), timeout=5),
+        lambda: start(ramp_stub, ramp_id),
+    ):
+        with pytest.raises(grpc.RpcError) as exc:
+            call()
+        assert (failure(exc.value).code, failure(exc.value).reason) == (code, reason)
+
+
+def test_start_makes_the_ramp_running_once(ramp_stub: Stub, registered: RampRecord) -> None:
+    started = start(ramp_stub, registered.id, wallet="5NewWallet")
+    assert started.status == ramp_pb2.Ramp.RUNNING and started.current_phase == "initial"
+    assert started.additional_data.wallet_address == "5NewWallet"
+    again = start(ramp_stub, registered.id)
+    assert again.status == ramp_pb2.Ramp.RUNNING  # same transactions: a no-op
+    with pytest.raises(grpc.RpcError) as exc:
+        ramp_stub.UpdateRamp(ramp_pb2.UpdateRampRequest(ramp_id=str(registered.id)), timeout=5)
+    assert failure(exc.value).reason == "RAMP_NOT_INITIAL"
+
+
+def test_start_after_the_deadline(
+    ramp_stub: Stub, registered: RampRecord, clock: FakeClock
+) -> None:
+    clock.advance(minutes=15)
+    with pytest.raises(grpc.RpcError) as exc:
+        start(ramp_stub, registered.id)
+    assert (failure(exc.value).code, failure(exc.value).reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "START_DEADLINE_PASSED",
+    )
+
+
+def test_start_needs_every_presigned_transaction(
+    ramp_stub: Stub,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    record = sell_record(clock.now)
+    missing = dataclasses.replace(
+        record,
+        txs=tuple(
+            dataclasses.replace(t, presigned_payload=None) if t.issued.phase == "nablaSwap" else t
+            for t in record.txs
+        ),
+    )
+    aio_loop.run(insert_registered(sessions, missing))
+    with pytest.raises(grpc.RpcError) as exc:
+        start(ramp_stub, record.id)
+    err = failure(exc.value)
+    assert err.reason == "PRESIGNED_TX_MISSING" and "nablaSwap/pendulum" in err.message
+    extra = ramp_pb2.PresignedTx(
+        phase="teleport", network="pendulum", signer="5X", nonce=9, tx_data="00"
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        ramp_stub.StartRamp(
+            ramp_pb2.StartRampRequest(ramp_id=str(record.id), presigned_txs=[extra]), timeout=5
+        )
+    assert failure(exc.value).fields == ["presigned_txs[0]"]
+
+
+def test_sixteen_concurrent_identical_starts_start_once(
+    ramp_stub: Stub,
+    registered: RampRecord,
+    sessions: async_sessionmaker[AsyncSession],
+    aio_loop: LoopThread,
+) -> None:
+    def attempt(_: int) -> object:
+        try:
+            return start(ramp_stub, registered.id, key="start-key-1").SerializeToString()
+        except grpc.RpcError as err:
+            return failure(err).reason
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(attempt, range(16)))
+    replies = {o for o in outcomes if isinstance(o, bytes)}
+    assert len(replies) == 1, "every success is the same response, byte for byte"
+    assert set(outcomes) - replies <= {"IDEMPOTENCY_REQUEST_IN_PROGRESS"}
+    from sqlalchemy import func, select
+
+    from ramp_service.db.models import PhaseEventRow
+
+    async def starts() -> int:
+        async with sessions.begin() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(PhaseEventRow)
+                    .where(PhaseEventRow.ramp_id == registered.id, PhaseEventRow.note == "started")
+                )
+                or 0
+            )
+
+    assert aio_loop.run(starts()) == 1
+
+
+def test_idempotent_replay_survives_a_restart_and_rejects_other_bodies(
+    database_url: str,
+    quote_server: RunningServer,
+    ramp_server: RunningServer,
+    ramp_stub: Stub,
+    registered: RampRecord,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    first = start(ramp_stub, registered.id, key="k-restart")
+    aio_loop.run(ramp_server.stop(0))
+    restarted = start_ramp_server(aio_loop, database_url, quote_server.port, clock)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+            stub = ramp_pb2_grpc.RampServiceStub(channel)
+            assert (
+                start(stub, registered.id, key="k-restart").SerializeToString()
+                == first.SerializeToString()
+            )
+            with pytest.raises(grpc.RpcError) as exc:
+                start(stub, registered.id, key="k-restart", wallet="5Other")
+            assert (failure(exc.value).code, failure(exc.value).reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "IDEMPOTENCY_KEY_REUSED",
+            )
+    finally:
+        aio_loop.run(restarted.stop(0))
+
+
+def test_history_is_paginated_newest_first(
+    ramp_stub: Stub,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    ids = []
+    for i in range(5):
+        record = dataclasses.replace(sell_record(clock.now + timedelta(minutes=i)))
+        aio_loop.run(insert_registered(sessions, record))
+        ids.append(str(record.id))
+    seen, token = [], ""
+    while True:
+        page = ramp_stub.ListRamps(
+            ramp_pb2.ListRampsRequest(wallet_address="5Wallet", page_size=2, page_token=token),
+            timeout=5,
+        )
+        seen += [r.id for r in page.ramps]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(ids))
+    with pytest.raises(grpc.RpcError) as exc:
+        ramp_stub.ListRamps(
+            ramp_pb2.ListRampsRequest(wallet_address="5Wallet", page_token="garbage"), timeout=5
+        )
+    assert failure(exc.value).reason == "INVALID_PAGE_TOKEN"
+    assert not ramp_stub.ListRamps(
+        ramp_pb2.ListRampsRequest(wallet_address="5Nobody"), timeout=5
+    ).ramps
+
+
+def test_errors_newest_first(
+    ramp_stub: Stub,
+    registered: RampRecord,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    async def add_errors() -> None:
+        async with sessions.begin() as session:
+            for i, reason in enumerate(("HORIZON_5XX", "NOT_YET")):
+                session.add(
+                    RampErrorRow(
+                        ramp_id=registered.id,
+                        phase="fundEphemeral",
+                        reason=reason,
+                        message="m",
+                        recoverable=True,
+                        created_at=clock.now + timedelta(seconds=i),
+                    )
+                )
+
+    aio_loop.run(add_errors())
+    errors = ramp_stub.GetRampErrors(
+        ramp_pb2.GetRampErrorsRequest(id=str(registered.id)), timeout=5
+    ).errors
+    assert [e.reason for e in errors] == ["NOT_YET", "HORIZON_5XX"]
+    assert (
+        ramp_stub.GetRamp(
+            ramp_pb2.GetRampRequest(id=str(registered.id)), timeout=5
+        ).last_error.reason
+        == "NOT_YET"
+    )
+
+
+def register_request(quote_id: str) -> ramp_pb2.RegisterRampRequest:
+    return ramp_pb2.RegisterRampRequest(
+        quote_id=quote_id,
+        signing_accounts=[
+            ramp_pb2.SigningAccount(
+                network="stellar",
+                address="GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
+            ),
+            ramp_pb2.SigningAccount(
+                network="pendulum", address="6ftBYTotU4mmCuvUqJvk6qEP7uCzzz771pTMoxcbHFb9rcPv"
+            ),
+        ],
+        additional_data=ramp_pb2.AdditionalData(
+            wallet_address="6ftBYTotU4mmCuvUqJvk6qEP7uCzzz771pTMoxcbHFb9rcPv",
+            destination="DE89370400440532013000",
+        ),
+    )
+
+
+def test_register_rejections_before_any_chain_work(
+    ramp_stub: Stub, quote_server: RunningServer, clock: FakeClock
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{quote_server.port}") as channel:
+        quotes = quote_pb2_grpc.QuoteServiceStub(channel)
+        quote = quotes.CreateQuote(
+            quote_pb2.CreateQuoteRequest(
+                ramp_type=quote_pb2.SELL,
+                from_network="pendulum",
+                to_network="sepa",
+                input_amount="100",
+                input_currency="USDC",
+                output_currency="EUR",
+            ),
+            timeout=5,
+        )
+    cases = [
+        (register_request("not-a-uuid"), "INVALID_QUOTE_ID"),
+        (register_request(str(uuid.uuid4())), "QUOTE_NOT_FOUND"),
+    ]
+    bad_accounts = register_request(quote.id)
+    bad_accounts.signing_accounts[0].address = "GNOTAKEY"
+    bad_accounts.signing_accounts[1].address = "5NotSS58"
+    cases.append((bad_accounts, "INVALID_RAMP_REQUEST"))
+    bad_iban = register_request(quote.id)
+    bad_iban.additional_data.destination = "DE00000000000000000000"
+    cases.append((bad_iban, "INVALID_RAMP_REQUEST"))
+    for request, reason in cases:
+        with pytest.raises(grpc.RpcError) as exc:
+            ramp_stub.RegisterRamp(request, timeout=10)
+        assert failure(exc.value).reason == reason, request
+    clock.advance(minutes=11)
+    with pytest.raises(grpc.RpcError) as exc:
+        ramp_stub.RegisterRamp(register_request(quote.id), timeout=10)
+    assert (failure(exc.value).code, failure(exc.value).reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "QUOTE_EXPIRED",
+    )
