@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from sqlalchemy import create_engine as create_sync_engine
 
 from bench.loadgen import Result, measure
 from cleanup_job.config import CleanupSettings
 from cleanup_job.job import CleanupJob, Summary
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from ramp_service.db.repository import RampRepository
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Outcome

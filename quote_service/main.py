@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
-
 from quote_service.adapters.pricing_file import load_pricing
 from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings

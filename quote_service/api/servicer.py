@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.domain.pricing import QuoteRequest
 from quote_service.domain.quote import QuoteTicket
 from quote_service.service import QuoteService
