@@ -51,6 +51,14 @@ def run(quick: bool) -> dict[str, Any]:
         w["quote_create"] = _row(
             "quote_create", *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
         )
+        ids = workloads.seed_polled_ramps(sut.database_url, 50)
+        w["status_poll_grpc"] = _row(
+            "status_poll_grpc",
+            *asyncio.run(workloads.status_poll_grpc(sut.ramp_address, ids, seconds)),
+        )
+        w["status_poll_rest"] = _row(
+            "status_poll_rest", *asyncio.run(workloads.status_poll_rest(sut.rest_url, ids, seconds))
+        )
         workloads.seed_running_ramps(sut.database_url, 3000 if quick else 20000)
         results["baselines"]["claim_ceiling_per_s"] = round(
             baselines.claim_ceiling_per_s(sut.database_url), 1

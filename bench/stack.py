@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sqlalchemy import make_url
 from devstack.database import migrate_all
 from service_kit.db import libpq_url
 from service_kit.embedded_pg import start_embedded_postgres
+from tests.support.envoy import start_gateway
 from tests.support.processes import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,8 @@ class Stack:
     database_url: str
     quote_address: str
     echo_address: str
+    ramp_address: str
+    rest_url: str
 
 
 def fresh_database() -> str:
@@ -55,14 +59,40 @@ def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) 
 
 
 def start(stack: ExitStack) -> Stack:
-    """Start the database, the echo baseline server and the quote service."""
+    """Start the database, the echo server, both services and Envoy in front of them."""
     url = fresh_database()
-    echo_port, quote_port = free_port(), free_port()
+    echo_port, quote_port, ramp_port = free_port(), free_port(), free_port()
     spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
     spawn(
         stack,
         ["-m", "quote_service"],
         {"DATABASE_URL": url, "GRPC_PORT": str(quote_port), "DB_POOL_SIZE": "20"},
     )
+    spawn(
+        stack,
+        ["-m", "ramp_service"],
+        {
+            "DATABASE_URL": url,
+            "GRPC_PORT": str(ramp_port),
+            "DB_POOL_SIZE": "20",
+            "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
+        },
+    )
     wait_serving(f"127.0.0.1:{quote_port}")
-    return Stack(url, f"127.0.0.1:{quote_port}", f"127.0.0.1:{echo_port}")
+    wait_serving(f"127.0.0.1:{ramp_port}")
+    gateway = start_gateway(
+        Path(tempfile.mkdtemp(prefix="bench-envoy-")),
+        True,
+        quote_upstream=f"127.0.0.1:{quote_port}",
+        ramp_upstream=f"127.0.0.1:{ramp_port}",
+        rate_limit_tokens=10_000_000,
+        rate_limit_per_s=10_000_000,
+    )
+    stack.callback(gateway.stop)
+    return Stack(
+        url,
+        f"127.0.0.1:{quote_port}",
+        f"127.0.0.1:{echo_port}",
+        f"127.0.0.1:{ramp_port}",
+        gateway.url,
+    )

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import httpx
 import psycopg
 from sqlalchemy import create_engine as create_sync_engine
 
@@ -16,6 +17,7 @@ from bench.loadgen import Result, measure
 from cleanup_job.config import CleanupSettings
 from cleanup_job.job import CleanupJob, Summary
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.db.repository import RampRepository
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Outcome
@@ -26,7 +28,7 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import create_engine, libpq_url, session_factory, sqlalchemy_url
-from tests.support.ramps import insert_running
+from tests.support.ramps import insert_registered, insert_running, sell_record
 
 SELL = quote_pb2.CreateQuoteRequest(
     ramp_type=quote_pb2.SELL,
@@ -63,6 +65,48 @@ async def quote_get(address: str, seconds: float) -> tuple[Result, Result]:
         return await measure(
             lambda: stub.GetQuote(requests[next(counter) % 200], timeout=5), seconds
         )
+
+
+def seed_polled_ramps(database_url: str, count: int) -> list[str]:
+    """`count` registered ramps to poll; their ids."""
+    settings = ServiceSettings(database_url=database_url)
+
+    async def add() -> list[str]:
+        engine = create_engine(settings, "bench")
+        sessions = session_factory(engine)
+        ids = []
+        for _ in range(count):
+            record = sell_record(datetime.now(UTC))
+            await insert_registered(sessions, record)
+            ids.append(str(record.id))
+        await engine.dispose()
+        return ids
+
+    return asyncio.run(add())
+
+
+async def status_poll_grpc(address: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
+    """GetRamp over gRPC, round-robin over `ids`."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = ramp_pb2_grpc.RampServiceStub(channel)
+        requests = [ramp_pb2.GetRampRequest(id=i) for i in ids]
+        counter = iter(range(10**12))
+        return await measure(
+            lambda: stub.GetRamp(requests[next(counter) % len(requests)], timeout=5), seconds
+        )
+
+
+async def status_poll_rest(base_url: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
+    """GET /v1/ramp/{id} through Envoy."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base_url, timeout=5, limits=limits) as client:
+        counter = iter(range(10**12))
+
+        async def call() -> None:
+            response = await client.get(f"/v1/ramp/{ids[next(counter) % len(ids)]}")
+            response.raise_for_status()
+
+        return await measure(call, seconds)
 
 
 def seed_running_ramps(database_url: str, count: int) -> None:
