@@ -239,7 +239,7 @@ def cleanup(
     engine = create_sync_engine(sqlalchemy_url(database_url))
     job = CleanupJob(
         engine,
-        CleanupSettings(database_url="x", cleanup_batch_size=5000),
+        CleanupSettings(database_url="x"),
         lambda: datetime.now(UTC),
     )
     summaries: list[Summary] = []

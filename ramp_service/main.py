@@ -18,7 +18,7 @@ from ramp_service.idempotency import IdempotencyStore
 from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock, RampService, utc_now
 from service_kit.config import load_settings
-from service_kit.db import create_engine, session_factory
+from service_kit.db import autocommit_session_factory, create_engine, session_factory
 from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
 from service_kit.logs import configure_logging
 
@@ -52,6 +52,7 @@ def create_server(
         deps.chains,
         timedelta(seconds=settings.start_window_s),
         deps.clock,
+        reads=autocommit_session_factory(engine),
     )
     idempotency = IdempotencyStore(
         sessions, deps.clock, timedelta(seconds=settings.idempotency_ttl_s)

@@ -79,8 +79,11 @@ class RampService:
         chains: RegistrationChains,
         start_window: timedelta = timedelta(minutes=15),
         clock: Clock = utc_now,
+        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Single-statement reads need no transaction: an autocommit session saves BEGIN/COMMIT.
+        self._reads = reads or sessions
         self._quotes = quotes
         self._chains = chains
         self._start_window = start_window
@@ -254,7 +257,7 @@ class RampService:
     async def get(self, ramp_id: str) -> RampRecord:
         """One ramp, as a reader sees it."""
         rid = parse_ramp_id(ramp_id, "id")
-        async with self._sessions.begin() as session:
+        async with self._reads() as session:
             record = await RampRepository(session).get(rid)
         if record is None:
             raise RampNotFound(ramp_id)

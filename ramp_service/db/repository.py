@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import RowMapping, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramp_service.db.models import (
@@ -158,83 +158,12 @@ class RampRepository:
         )
 
     async def get(self, ramp_id: uuid.UUID) -> RampRecord | None:
-        """Everything a reader sees of one ramp."""
-        row = await self._session.get(RampRow, ramp_id, populate_existing=True)
-        return await self._record(row) if row else None
-
-    async def _record(self, row: RampRow) -> RampRecord:
-        accounts = (
-            await self._session.scalars(
-                select(SigningAccountRow).where(SigningAccountRow.ramp_id == row.id)
-            )
-        ).all()
-        txs = (
-            await self._session.scalars(
-                select(RampTransactionRow)
-                .where(RampTransactionRow.ramp_id == row.id)
-                .order_by(RampTransactionRow.network, RampTransactionRow.nonce)
-            )
-        ).all()
-        events = (
-            await self._session.scalars(
-                select(PhaseEventRow)
-                .where(PhaseEventRow.ramp_id == row.id)
-                .order_by(PhaseEventRow.id)
-            )
-        ).all()
-        last_error = await self._session.scalar(
-            select(RampErrorRow)
-            .where(RampErrorRow.ramp_id == row.id)
-            .order_by(RampErrorRow.id.desc())
-            .limit(1)
+        """Everything a reader sees of one ramp, in one round trip."""
+        rows = await self._session.execute(
+            text(RECORD_SQL.format(where="r.id = :id", tail="")), {"id": ramp_id}
         )
-        return RampRecord(
-            id=row.id,
-            quote=QuoteSnapshot(
-                id=row.quote_id,
-                ramp_type=row.ramp_type,
-                from_network=row.corridor.split(":")[1],
-                to_network=row.corridor.split(":")[2],
-                input_amount=_money(row.input_amount, row.input_currency),
-                input_currency=row.input_currency,
-                output_amount=_money(row.output_amount, row.output_currency),
-                output_currency=row.output_currency,
-                fee_total=_money(row.fee_total, row.input_currency),
-                status="CONSUMED",
-                expires_at=row.start_deadline,
-            ),
-            status=RampStatus(row.status),
-            current_phase=row.current_phase,
-            flow_version=row.flow_version,
-            accounts=tuple(SigningAccount(Network(a.network), a.address) for a in accounts),
-            additional_data=AdditionalData(row.wallet_address, row.destination, row.tax_id),
-            txs=tuple(
-                StoredTx(
-                    IssuedTx(
-                        t.phase,
-                        Network(t.network),
-                        t.signer,
-                        t.nonce,
-                        t.unsigned_payload,
-                        dict(t.meta),
-                    ),
-                    t.presigned_payload,
-                    t.status,
-                )
-                for t in txs
-            ),
-            partner_data=dict(row.partner_data),
-            history=tuple(
-                PhaseEntry(e.to_phase, e.created_at)
-                for i, e in enumerate(events)
-                if i == 0 or e.to_phase != events[i - 1].to_phase
-            ),
-            last_error=_error(last_error) if last_error else None,
-            start_deadline=row.start_deadline,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            request_hash=row.request_hash,
-        )
+        row = rows.mappings().first()
+        return _record(row) if row else None
 
     async def errors(self, ramp_id: uuid.UUID, limit: int = 100) -> list[RecordedError]:
         """The ramp's newest errors first."""
@@ -254,21 +183,103 @@ class RampRepository:
         self, wallet: str, limit: int, after: tuple[datetime, uuid.UUID] | None
     ) -> list[RampRecord]:
         """Up to `limit` ramps of `wallet`, newest first, strictly after the keyset `after`."""
-        query = select(RampRow).where(RampRow.wallet_address == wallet)
+        where = "r.wallet_address = :wallet"
+        params: dict[str, object] = {"wallet": wallet, "limit": limit}
         if after is not None:
-            created, rid = after
-            query = query.where(
-                or_(
-                    RampRow.created_at < created,
-                    and_(RampRow.created_at == created, RampRow.id < rid),
-                )
+            where += " AND (r.created_at, r.id) < (:created, :rid)"
+            params["created"], params["rid"] = after
+        sql = RECORD_SQL.format(
+            where=where, tail="ORDER BY r.created_at DESC, r.id DESC LIMIT :limit"
+        )
+        rows = await self._session.execute(text(sql), params)
+        return [_record(row) for row in rows.mappings()]
+
+
+# One statement per read: the ramp and, aggregated as JSON, its accounts, transactions, phase
+# history and newest error (GetRamp is what every frontend polls).
+RECORD_SQL = """
+SELECT r.*,
+  (SELECT coalesce(json_agg(json_build_object('network', a.network, 'address', a.address)
+                            ORDER BY a.network), '[]')
+     FROM ramp.signing_accounts a WHERE a.ramp_id = r.id) AS accounts_json,
+  (SELECT coalesce(json_agg(json_build_object(
+            'phase', t.phase, 'network', t.network, 'signer', t.signer, 'nonce', t.nonce,
+            'unsigned', t.unsigned_payload, 'meta', t.meta, 'presigned', t.presigned_payload,
+            'status', t.status) ORDER BY t.network, t.nonce), '[]')
+     FROM ramp.transactions t WHERE t.ramp_id = r.id) AS txs_json,
+  (SELECT coalesce(json_agg(json_build_object('phase', e.to_phase, 'at', e.created_at)
+                            ORDER BY e.id), '[]')
+     FROM ramp.phase_events e WHERE e.ramp_id = r.id) AS events_json,
+  (SELECT json_build_object('phase', x.phase, 'reason', x.reason, 'message', x.message,
+                            'recoverable', x.recoverable, 'at', x.created_at)
+     FROM ramp.errors x WHERE x.ramp_id = r.id ORDER BY x.id DESC LIMIT 1) AS last_error_json
+FROM ramp.ramps r WHERE {where} {tail}
+"""
+
+
+def _record(row: RowMapping) -> RampRecord:
+    """A RampRecord from one RECORD_SQL row."""
+    events = row["events_json"]
+    history = tuple(
+        PhaseEntry(e["phase"], datetime.fromisoformat(e["at"]))
+        for i, e in enumerate(events)
+        if i == 0 or e["phase"] != events[i - 1]["phase"]
+    )
+    error = row["last_error_json"]
+    corridor = row["corridor"].split(":")
+    return RampRecord(
+        id=row["id"],
+        quote=QuoteSnapshot(
+            id=row["quote_id"],
+            ramp_type=row["ramp_type"],
+            from_network=corridor[1],
+            to_network=corridor[2],
+            input_amount=_money(row["input_amount"], row["input_currency"]),
+            input_currency=row["input_currency"],
+            output_amount=_money(row["output_amount"], row["output_currency"]),
+            output_currency=row["output_currency"],
+            fee_total=_money(row["fee_total"], row["input_currency"]),
+            status="CONSUMED",
+            expires_at=row["start_deadline"],
+        ),
+        status=RampStatus(row["status"]),
+        current_phase=row["current_phase"],
+        flow_version=row["flow_version"],
+        accounts=tuple(
+            SigningAccount(Network(a["network"]), a["address"]) for a in row["accounts_json"]
+        ),
+        additional_data=AdditionalData(row["wallet_address"], row["destination"], row["tax_id"]),
+        txs=tuple(
+            StoredTx(
+                IssuedTx(
+                    t["phase"],
+                    Network(t["network"]),
+                    t["signer"],
+                    int(t["nonce"]),
+                    t["unsigned"],
+                    dict(t["meta"]),
+                ),
+                t["presigned"],
+                t["status"],
             )
-        rows = (
-            await self._session.scalars(
-                query.order_by(RampRow.created_at.desc(), RampRow.id.desc()).limit(limit)
-            )
-        ).all()
-        return [await self._record(r) for r in rows]
+            for t in row["txs_json"]
+        ),
+        partner_data=dict(row["partner_data"]),
+        history=history,
+        last_error=RecordedError(
+            error["phase"],
+            error["reason"],
+            error["message"],
+            error["recoverable"],
+            datetime.fromisoformat(error["at"]),
+        )
+        if error
+        else None,
+        start_deadline=row["start_deadline"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        request_hash=row["request_hash"],
+    )
 
 
 def _error(row: RampErrorRow) -> RecordedError:

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,12 +38,12 @@ class Gateway:
             self.process.kill()
 
 
-def start_gateway(workdir: Path, wait_healthy: bool = True, **overrides: object) -> Gateway:
+def start_gateway(workdir: Path, wait_healthy: bool = True, **overrides: Any) -> Gateway:
     """Render a config for free loopback ports plus `overrides` and start Envoy on it."""
     port, admin_port = free_port(), free_port()
     settings = GatewaySettings(
         host="127.0.0.1", port=port, admin_port=admin_port, health_interval_s=0.3, **overrides
-    )  # type: ignore[arg-type]
+    )
     config = workdir / f"envoy-{port}.json"
     config.write_text(json.dumps(render_config(settings)))
     log_path = workdir / f"envoy-{port}.log"
