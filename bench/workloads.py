@@ -28,16 +28,10 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import create_engine, libpq_url, session_factory, sqlalchemy_url
+from tests.support.quotes import sell_request
 from tests.support.ramps import insert_registered, insert_running, sell_record
 
-SELL = quote_pb2.CreateQuoteRequest(
-    ramp_type=quote_pb2.SELL,
-    from_network="pendulum",
-    to_network="sepa",
-    input_amount="100",
-    input_currency="USDC",
-    output_currency="EUR",
-)
+SELL = sell_request()
 
 
 async def echo(address: str, seconds: float) -> tuple[Result, Result]:

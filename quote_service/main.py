@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,8 +12,7 @@ from quote_service.config import QuoteSettings
 from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.config import load_settings
 from service_kit.db import autocommit_session_factory, create_engine, session_factory
-from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
-from service_kit.logs import configure_logging
+from service_kit.grpc_server import RunningServer, build_server, run_service
 
 SERVICE_NAME = quote_pb2.DESCRIPTOR.services_by_name["QuoteService"].full_name
 
@@ -54,19 +52,6 @@ def create_server(
     return running, service
 
 
-async def _serve(settings: QuoteSettings) -> None:
-    # The aio server must be built inside the loop that runs it.
-    try:
-        running, _ = create_server(settings)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"quote service cannot start: {exc}") from exc
-    await serve_until_signal(running, settings.shutdown_grace_s)
-
-
 def run() -> None:
     """Entry point of `python -m quote_service`."""
-    settings = load_settings(QuoteSettings)
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
-    asyncio.run(_serve(settings))
+    run_service("quote service", load_settings(QuoteSettings), create_server)

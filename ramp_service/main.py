@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,8 +18,7 @@ from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock, RampService, utc_now
 from service_kit.config import load_settings
 from service_kit.db import autocommit_session_factory, create_engine, session_factory
-from service_kit.grpc_server import RunningServer, build_server, serve_until_signal
-from service_kit.logs import configure_logging
+from service_kit.grpc_server import RunningServer, build_server, run_service
 
 SERVICE_NAME = ramp_pb2.DESCRIPTOR.services_by_name["RampService"].full_name
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["RampAdminService"].full_name
@@ -79,19 +77,6 @@ def create_server(
     return running, service
 
 
-async def _serve(settings: RampSettings) -> None:
-    # The aio server must be built inside the loop that runs it.
-    try:
-        running, _ = create_server(settings)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"ramp service cannot start: {exc}") from exc
-    await serve_until_signal(running, settings.shutdown_grace_s)
-
-
 def run() -> None:
     """Entry point of `python -m ramp_service`."""
-    settings = load_settings(RampSettings)
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
-    asyncio.run(_serve(settings))
+    run_service("ramp service", load_settings(RampSettings), create_server)

@@ -24,7 +24,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from service_kit import errors
-from service_kit.logs import request_id
+from service_kit.config import ServiceSettings
+from service_kit.logs import configure_logging, request_id
 
 log = logging.getLogger("grpc")
 
@@ -223,6 +224,27 @@ async def serve_until_signal(running: RunningServer, grace: float) -> None:
     log.info("stopped")
 
 
+def run_service(
+    name: str,
+    settings: ServiceSettings,
+    create: Callable[[Any], tuple[RunningServer, object]],
+) -> None:
+    """`python -m <service>`: log as JSON, build the server inside its loop, serve until SIGTERM."""
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
+
+    async def serve() -> None:
+        # The aio server must be built inside the loop that runs it.
+        try:
+            running, _ = create(settings)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{name} cannot start: {exc}") from exc
+        await serve_until_signal(running, settings.shutdown_grace_s)
+
+    asyncio.run(serve())
+
+
 __all__ = [
     "ERROR_DOMAIN",
     "STATUS_BY_ERROR",
@@ -230,6 +252,7 @@ __all__ = [
     "ServiceInterceptor",
     "build_server",
     "rich_status",
+    "run_service",
     "serve_until_signal",
     "status_code_for",
 ]

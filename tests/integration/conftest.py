@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pendulumpay.quote.v1 import quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2_grpc
@@ -15,6 +16,8 @@ from quote_service.main import QuoteDeps, create_server
 from ramp_service.config import RampSettings
 from ramp_service.main import RampDeps
 from ramp_service.main import create_server as create_ramp_server
+from service_kit.config import ServiceSettings
+from service_kit.db import create_engine, session_factory
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread
 
@@ -98,3 +101,15 @@ def ramp_stub(ramp_server: RunningServer) -> Iterator[ramp_pb2_grpc.RampServiceS
     """Client stub for RampService over a real channel."""
     with grpc.insecure_channel(f"127.0.0.1:{ramp_server.port}") as channel:
         yield ramp_pb2_grpc.RampServiceStub(channel)
+
+
+@pytest.fixture
+def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test database, for tests that store or inspect rows directly."""
+
+    async def make() -> AsyncEngine:
+        return create_engine(ServiceSettings(database_url=database_url, db_pool_size=20), "test")
+
+    engine = aio_loop.run(make())
+    yield session_factory(engine)
+    aio_loop.run(engine.dispose())

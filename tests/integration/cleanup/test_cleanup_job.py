@@ -21,6 +21,7 @@ from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread
+from tests.support.quotes import sell_request
 from tests.support.ramps import sell_record
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -228,14 +229,7 @@ def test_status_polling_keeps_working_while_100k_rows_are_deleted(
     with grpc.insecure_channel(f"127.0.0.1:{quote_server.port}") as channel:
         stub = quote_pb2_grpc.QuoteServiceStub(channel)
         quote = stub.CreateQuote(
-            quote_pb2.CreateQuoteRequest(
-                ramp_type=quote_pb2.SELL,
-                from_network="pendulum",
-                to_network="sepa",
-                input_amount="100",
-                input_currency="USDC",
-                output_currency="EUR",
-            ),
+            sell_request(),
             timeout=5,
         )
         done = threading.Event()

@@ -14,6 +14,7 @@ import psycopg
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url
 from tests.support.processes import free_port, start_module, wait_serving
+from tests.support.quotes import sell_request
 
 
 def test_bad_configuration_exits_with_a_clear_message(database_url: str) -> None:
@@ -46,14 +47,7 @@ def test_sigterm_drains_in_flight_calls(database_url: str) -> None:
         with grpc.insecure_channel(address) as channel:
             stub = quote_pb2_grpc.QuoteServiceStub(channel)
             quote = stub.CreateQuote(
-                quote_pb2.CreateQuoteRequest(
-                    ramp_type=quote_pb2.SELL,
-                    from_network="pendulum",
-                    to_network="sepa",
-                    input_amount="100",
-                    input_currency="USDC",
-                    output_currency="EUR",
-                ),
+                sell_request(),
                 timeout=5,
             )
             # Hold the quote's row lock so the consume call is still in flight at SIGTERM.

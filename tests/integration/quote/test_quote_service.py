@@ -17,21 +17,9 @@ from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.db import libpq_url
 from tests.support.aio import FakeClock
 from tests.support.grpc_errors import failure
+from tests.support.quotes import sell_request
 
 Stub = quote_pb2_grpc.QuoteServiceStub
-
-
-def sell_request(amount: str = "100", **overrides: object) -> quote_pb2.CreateQuoteRequest:
-    fields: dict[str, object] = {
-        "ramp_type": quote_pb2.SELL,
-        "from_network": "pendulum",
-        "to_network": "sepa",
-        "input_amount": amount,
-        "input_currency": "USDC",
-        "output_currency": "EUR",
-    }
-    fields.update(overrides)
-    return quote_pb2.CreateQuoteRequest(**fields)  # type: ignore[arg-type]
 
 
 def test_create_then_get(quote_stub: Stub, clock: FakeClock) -> None:

@@ -5,37 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from pendulumpay.quote.v1 import quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.db.models import RampErrorRow
 from ramp_service.domain.ramp import RampRecord
-from service_kit.config import ServiceSettings
-from service_kit.db import create_engine, session_factory
 from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_ramp_server
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.grpc_errors import failure
+from tests.support.quotes import sell_request
 from tests.support.ramps import insert_registered, sell_record
 
 Stub = ramp_pb2_grpc.RampServiceStub
-
-
-@pytest.fixture
-def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
-    async def make() -> AsyncEngine:
-        return create_engine(ServiceSettings(database_url=database_url), "test")
-
-    engine = aio_loop.run(make())
-    yield session_factory(engine)
-    aio_loop.run(engine.dispose())
 
 
 @pytest.fixture
@@ -293,14 +281,7 @@ def test_register_rejections_before_any_chain_work(
     with grpc.insecure_channel(f"127.0.0.1:{quote_server.port}") as channel:
         quotes = quote_pb2_grpc.QuoteServiceStub(channel)
         quote = quotes.CreateQuote(
-            quote_pb2.CreateQuoteRequest(
-                ramp_type=quote_pb2.SELL,
-                from_network="pendulum",
-                to_network="sepa",
-                input_amount="100",
-                input_currency="USDC",
-                output_currency="EUR",
-            ),
+            sell_request(),
             timeout=5,
         )
     cases = [

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.admin import RampAdmin
 from ramp_service.db.models import PhaseEventRow, RampRow
 from ramp_service.worker.queue import LeaseLost, WorkQueue
-from service_kit.config import ServiceSettings
-from service_kit.db import create_engine, session_factory
 from service_kit.errors import InvalidInput, PreconditionFailed
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
-
-
-@pytest.fixture
-def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
-    async def make() -> AsyncEngine:
-        return create_engine(ServiceSettings(database_url=database_url), "test")
-
-    engine = aio_loop.run(make())
-    yield session_factory(engine)
-    aio_loop.run(engine.dispose())
 
 
 def set_state(

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
 from ramp_service.db.repository import RampRepository
@@ -24,20 +23,8 @@ from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import LeaseLost, WorkQueue
-from service_kit.config import ServiceSettings
-from service_kit.db import create_engine, session_factory
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
-
-
-@pytest.fixture
-def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionmaker[AsyncSession]]:
-    async def make() -> AsyncEngine:
-        return create_engine(ServiceSettings(database_url=database_url, db_pool_size=20), "test")
-
-    engine = aio_loop.run(make())
-    yield session_factory(engine)
-    aio_loop.run(engine.dispose())
 
 
 class Script:
