@@ -138,6 +138,10 @@ def _cluster(name: str, address: str, settings: GatewaySettings) -> dict[str, An
             {
                 "timeout": "1s",
                 "interval": f"{settings.health_interval_s}s",
+                # Without these an idle or failed cluster is re-checked only every 60 s, so a
+                # gateway started before its upstreams would report unhealthy for a minute.
+                "no_traffic_interval": f"{settings.health_interval_s}s",
+                "unhealthy_interval": f"{settings.health_interval_s}s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": ""},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -13,7 +14,12 @@ import httpx
 import pytest
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from quote_service.config import QuoteSettings
+from quote_service.main import create_server
+from service_kit.grpc_server import RunningServer
+from tests.support.aio import LoopThread
 from tests.support.envoy import Gateway
+from tests.support.processes import free_port
 
 SELL = {
     "rampType": "SELL",
@@ -268,3 +274,29 @@ def test_admin_listens_on_loopback_only(gateway: Gateway) -> None:
 
     admin = render_config(GatewaySettings())["admin"]["address"]["socket_address"]
     assert admin["address"] == "127.0.0.1"
+
+
+def test_health_recovers_when_upstreams_start_after_the_gateway(
+    gateway_factory: Callable[..., Gateway], database_url: str, aio_loop: LoopThread
+) -> None:
+    port = free_port()
+    gateway = gateway_factory(wait_healthy=False, quote_upstream=f"127.0.0.1:{port}")
+    assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 503
+
+    async def late_upstream() -> RunningServer:
+        running, _ = create_server(
+            QuoteSettings(database_url=database_url, grpc_port=port, log_rpcs=False)
+        )
+        await running.start()
+        return running
+
+    upstream = aio_loop.run(late_upstream())
+    try:
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gateway.url}/healthz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, (
+                "gateway stayed unhealthy after its upstream started"
+            )
+            time.sleep(0.1)
+    finally:
+        aio_loop.run(upstream.stop(0))
