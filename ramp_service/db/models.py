@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -39,6 +41,27 @@ class RampRow(Base):
     """One ramp, its quote snapshot and the phase processor's bookkeeping."""
 
     __tablename__ = "ramps"
+    __table_args__ = (
+        # History by wallet, newest first (keyset pagination on created_at, id).
+        Index(
+            "ix_ramps_wallet_created", "wallet_address", text("created_at DESC"), text("id DESC")
+        ),
+        # The phase processor's claim: due ramps that still have work.
+        Index(
+            "ix_ramps_due",
+            "next_attempt_at",
+            postgresql_where=text(
+                "status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL)"
+            ),
+        ),
+        # Cleanup: registered ramps past their start deadline.
+        Index(
+            "ix_ramps_registered_deadline",
+            "start_deadline",
+            postgresql_where=text("status = 'REGISTERED'"),
+        ),
+        Index("ix_ramps_status_phase", "status", "current_phase", "updated_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     ramp_type: Mapped[str] = mapped_column(String(8))
@@ -109,6 +132,7 @@ class PhaseEventRow(Base):
     """Append-only phase history."""
 
     __tablename__ = "phase_events"
+    __table_args__ = (Index("ix_phase_events_ramp", "ramp_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     ramp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ramps.id", ondelete="CASCADE"))
@@ -124,6 +148,7 @@ class RampErrorRow(Base):
     """Errors recorded while a ramp ran."""
 
     __tablename__ = "errors"
+    __table_args__ = (Index("ix_errors_ramp", "ramp_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     ramp_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ramps.id", ondelete="CASCADE"))
@@ -138,6 +163,7 @@ class IdempotencyKeyRow(Base):
     """A stored response for (rpc, key), replayed to retries of the same request."""
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
 
     rpc: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -153,6 +179,7 @@ class OperationRow(Base):
     """Operation journal: the intent of a side effect, written before it, and its outcome."""
 
     __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_state", "state"),)
 
     ramp_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("ramps.id", ondelete="CASCADE"), primary_key=True
