@@ -131,8 +131,8 @@ def settle(app: web.Application, payments: list[dict[str, object]], seen: set[st
     config = app[CONFIG]
     by_memo = {w.memo: w for w in app[STATE_KEY].values() if w.status != "completed"}
     for payment in payments:
-        tx = payment.get("transaction") or {}
-        memo = str(tx.get("memo", ""))  # type: ignore[union-attr]
+        tx = payment.get("transaction")
+        memo = str(tx.get("memo", "")) if isinstance(tx, dict) else ""
         if payment["id"] in seen or payment.get("to") != config.account or memo not in by_memo:
             continue
         seen.add(str(payment["id"]))

@@ -91,7 +91,7 @@ def br_code(deposit_id: str, amount: Decimal) -> str:
 
 DEPOSITS = web.AppKey("deposits", dict)
 CONFIG = web.AppKey("pix_config", PixConfig)
-TASKS = web.AppKey("mint_tasks", set)
+TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("mint_tasks", set)
 
 
 async def create_deposit(request: web.Request) -> web.Response:
@@ -160,7 +160,8 @@ async def _mint(config: PixConfig, deposit: Deposit) -> None:
 
 async def _cancel_mints(app: web.Application) -> AsyncIterator[None]:
     yield
-    for task in list(app[TASKS]):
+    tasks: set[asyncio.Task[None]] = app[TASKS]
+    for task in list(tasks):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

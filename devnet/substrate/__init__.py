@@ -1,0 +1,1 @@
+"""A Substrate JSON-RPC stand-in for Pendulum that the real substrate-interface client accepts."""
