@@ -1,0 +1,303 @@
+"""The Pendulum adapter: calls, signing payloads, verification and submission (substrate-interface).
+
+substrate-interface is synchronous (a WebSocket client), so network work runs in a thread with a
+timeout; one client per call keeps threads from sharing a socket. Failures are classified for the
+processor: unreachable/timeouts are recoverable, pool rejections (1010) and failed dispatches are
+not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from scalecodec.base import ScaleBytes
+from substrateinterface import Keypair, KeypairType, SubstrateInterface
+from substrateinterface.exceptions import SubstrateRequestException
+
+from ramp_service.chains.errors import RecoverableError, UnrecoverableError
+from service_kit.errors import FieldViolation, InvalidInput
+
+T = TypeVar("T")
+SS58_FORMAT = 56
+DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
+NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
+
+
+@dataclass(frozen=True)
+class IssuedCall:
+    """A call issued for an ephemeral to sign, with everything needed to check the answer."""
+
+    call_hex: str
+    signer: str
+    nonce: int
+    signing_payload_hex: str
+
+
+@dataclass(frozen=True)
+class Inclusion:
+    """An extrinsic found in a block."""
+
+    extrinsic_hash: str
+    block_hash: str
+    success: bool
+    error: str
+
+
+def units(amount: Decimal, currency: str) -> int:
+    """Decimal amount → chain units."""
+    return int(amount.scaleb(DECIMALS[currency]))
+
+
+def invalid_presigned(reason: str, description: str) -> InvalidInput:
+    """A presigned extrinsic that does not match what was issued."""
+    return InvalidInput(reason, description, [FieldViolation("presigned_txs", description)])
+
+
+class PendulumChain:
+    """Builds, verifies and submits Pendulum extrinsics."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self._timeout_s = timeout_s
+        self._offline: SubstrateInterface | None = None
+
+    def _client(self) -> SubstrateInterface:
+        return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
+
+    def _metadata_client(self) -> SubstrateInterface:
+        """A client kept for metadata-only work (composing, encoding, verifying)."""
+        if self._offline is None:
+            self._offline = self._client()
+            self._offline.init_runtime()
+        return self._offline
+
+    def close(self) -> None:
+        """Close the metadata client's connection."""
+        if self._offline is not None:
+            self._offline.close()
+            self._offline = None
+
+    async def _run(self, work: Callable[[SubstrateInterface], T]) -> T:
+        def job() -> T:
+            client = self._client()
+            try:
+                client.init_runtime()
+                return work(client)
+            finally:
+                client.close()
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(job), self._timeout_s)
+        except TimeoutError as exc:
+            raise RecoverableError("PENDULUM_TIMEOUT", f"no answer in {self._timeout_s}s") from exc
+        except (ConnectionError, OSError) as exc:
+            raise RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200]) from exc
+        except SubstrateRequestException as exc:
+            raise _classified(exc) from exc
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def token_transfer(self, dest: str, currency: str, amount: Decimal) -> Any:
+        """Tokens.transfer (or Balances for PEN)."""
+        client = self._metadata_client()
+        if currency == "PEN":
+            return client.compose_call(
+                "Balances", "transfer_keep_alive", {"dest": dest, "value": units(amount, "PEN")}
+            )
+        return client.compose_call(
+            "Tokens",
+            "transfer",
+            {"dest": dest, "currency_id": currency, "amount": units(amount, currency)},
+        )
+
+    def swap_approve(self, currency: str, amount: Decimal) -> Any:
+        """Allow the Nabla router to take `amount`."""
+        return self._metadata_client().compose_call(
+            "Nabla",
+            "approve",
+            {"spender": NABLA_ROUTER, "currency": currency, "amount": units(amount, currency)},
+        )
+
+    def swap(
+        self,
+        currency_in: str,
+        currency_out: str,
+        amount_in: Decimal,
+        min_out: Decimal,
+        to: str,
+        deadline_block: int,
+    ) -> Any:
+        """Swap exact `amount_in`, refusing less than `min_out` (the presigned hard minimum)."""
+        return self._metadata_client().compose_call(
+            "Nabla",
+            "swap_exact_tokens_for_tokens",
+            {
+                "amount_in": units(amount_in, currency_in),
+                "amount_out_min": units(min_out, currency_out),
+                "path": [currency_in, currency_out],
+                "to": to,
+                "deadline": deadline_block,
+            },
+        )
+
+    def bridge_redeem(self, currency: str, amount: Decimal, stellar_public_key_hex: str) -> Any:
+        """Spacewalk-style redeem of `amount` to a Stellar account."""
+        return self._metadata_client().compose_call(
+            "Spacewalk",
+            "request_redeem",
+            {
+                "amount": units(amount, currency),
+                "asset": currency,
+                "stellar_address": stellar_public_key_hex,
+            },
+        )
+
+    def xcm_to_assethub(self, currency: str, amount: Decimal, dest: str) -> Any:
+        """Send tokens to an AssetHub account."""
+        return self._metadata_client().compose_call(
+            "XTokens",
+            "transfer_to_assethub",
+            {"currency_id": currency, "amount": units(amount, currency), "dest": dest},
+        )
+
+    # --- presigning ----------------------------------------------------------------------
+
+    def issue(self, call: Any, signer: str, nonce: int) -> IssuedCall:
+        """The exact bytes a wallet signs for `call` by `signer` at `nonce` (immortal era)."""
+        payload = self._metadata_client().generate_signature_payload(
+            call=call, era="00", nonce=nonce
+        )
+        return IssuedCall(str(call.data), signer, nonce, "0x" + bytes(payload.data).hex())
+
+    def assemble(self, issued: IssuedCall, signature_hex: str) -> str:
+        """The signed extrinsic from a detached sr25519 signature over the issued payload."""
+        client = self._metadata_client()
+        call = client.runtime_config.create_scale_object(
+            "Call", data=ScaleBytes(issued.call_hex), metadata=client.metadata
+        )
+        call.decode()
+        signer = Keypair(
+            ss58_address=issued.signer, crypto_type=KeypairType.SR25519, ss58_format=SS58_FORMAT
+        )
+        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        if len(signature) != 64:
+            raise invalid_presigned("PRESIGNED_TX_MALFORMED", "an sr25519 signature is 64 bytes")
+        extrinsic = client.create_signed_extrinsic(
+            call, signer, nonce=issued.nonce, signature=signature
+        )
+        return str(extrinsic.data)
+
+    def verify_presigned(self, issued: IssuedCall, signed_hex: str) -> str:
+        """The signed extrinsic, checked against what was issued; raises InvalidInput."""
+        client = self._metadata_client()
+        try:
+            extrinsic = client.runtime_config.create_scale_object(
+                "Extrinsic", data=ScaleBytes(signed_hex), metadata=client.metadata
+            )
+            value = extrinsic.decode()
+        except Exception:
+            raise invalid_presigned(
+                "PRESIGNED_TX_MALFORMED", "not a signed Pendulum extrinsic"
+            ) from None
+        parts = extrinsic.value_object
+        signer = Keypair(
+            ss58_address=issued.signer, crypto_type=KeypairType.SR25519, ss58_format=SS58_FORMAT
+        )
+        if value.get("address") != issued.signer:
+            raise invalid_presigned(
+                "PRESIGNED_TX_WRONG_SIGNER", f"must be signed by {issued.signer}"
+            )
+        if int(value.get("nonce", -1)) != issued.nonce:
+            raise invalid_presigned("PRESIGNED_TX_MISMATCH", f"nonce must be {issued.nonce}")
+        if (
+            "0x" + bytes(parts["call"].get_used_bytes()).hex() != issued.call_hex
+            or bytes(parts["era"].get_used_bytes()) != b"\0"
+        ):
+            raise invalid_presigned("PRESIGNED_TX_MISMATCH", "the call differs from the one issued")
+        signature = value["signature"]
+        sig_hex = next(iter(signature.values())) if isinstance(signature, dict) else signature
+        payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
+        if not signer.verify(payload, bytes.fromhex(str(sig_hex).removeprefix("0x"))):
+            raise invalid_presigned(
+                "PRESIGNED_TX_BAD_SIGNATURE", f"no valid signature of {issued.signer}"
+            )
+        return signed_hex
+
+    # --- network -------------------------------------------------------------------------
+
+    async def submit(self, signed_hex: str) -> Inclusion:
+        """Submit and wait for inclusion."""
+
+        def work(client: SubstrateInterface) -> Inclusion:
+            extrinsic = client.runtime_config.create_scale_object(
+                "Extrinsic", data=ScaleBytes(signed_hex), metadata=client.metadata
+            )
+            extrinsic.decode()
+            receipt = client.submit_extrinsic(extrinsic, wait_for_inclusion=True)
+            return Inclusion(
+                receipt.extrinsic_hash,
+                receipt.block_hash,
+                receipt.is_success,
+                str(receipt.error_message or ""),
+            )
+
+        return await self._run(work)
+
+    async def find(
+        self, extrinsic_hash: str, signer: str, nonce: int, recent_blocks: int = 200
+    ) -> Inclusion | None:
+        """The extrinsic by hash, or by (signer, nonce), in the recent blocks."""
+
+        def work(client: SubstrateInterface) -> Inclusion | None:
+            head = client.get_block_number(None)
+            for number in range(head, max(head - recent_blocks, 0), -1):
+                block_hash = client.get_block_hash(number)
+                block = client.get_block(block_hash)
+                for extrinsic in block["extrinsics"]:
+                    value = extrinsic.value
+                    same_hash = (
+                        extrinsic.extrinsic_hash
+                        and "0x" + extrinsic.extrinsic_hash.hex() == extrinsic_hash
+                    )
+                    same_slot = value.get("address") == signer and value.get("nonce") == nonce
+                    if same_hash or same_slot:
+                        receipt = client.retrieve_extrinsic_by_hash(
+                            block_hash, "0x" + extrinsic.extrinsic_hash.hex()
+                        )
+                        return Inclusion(
+                            "0x" + extrinsic.extrinsic_hash.hex(),
+                            block_hash,
+                            receipt.is_success,
+                            str(receipt.error_message or ""),
+                        )
+            return None
+
+        return await self._run(work)
+
+    async def nonce(self, address: str) -> int:
+        """The account's next nonce."""
+        return await self._run(lambda c: int(c.get_account_nonce(address) or 0))
+
+    async def balance(self, address: str, currency: str) -> Decimal:
+        """Free balance in `currency` (PEN or a Tokens currency)."""
+
+        def work(client: SubstrateInterface) -> Decimal:
+            if currency == "PEN":
+                free = client.query("System", "Account", [address]).value["data"]["free"]
+            else:
+                free = client.query("Tokens", "Accounts", [address, currency]).value["free"]
+            return Decimal(int(free)).scaleb(-DECIMALS[currency])
+
+        return await self._run(work)
+
+
+def _classified(exc: SubstrateRequestException) -> RecoverableError | UnrecoverableError:
+    detail = exc.args[0] if exc.args else {}
+    if isinstance(detail, dict) and detail.get("code") == 1010:
+        reason = str(detail.get("data", "")).upper().replace(" ", "_")[:60]
+        return UnrecoverableError(f"PENDULUM_INVALID_{reason}", str(detail))
+    return RecoverableError("PENDULUM_RPC_ERROR", str(detail)[:300])

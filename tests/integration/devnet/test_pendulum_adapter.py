@@ -1,0 +1,126 @@
+"""The Pendulum adapter against the Substrate stand-in: presign, verify, submit, find."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from substrateinterface import Keypair
+
+from ramp_service.chains.errors import UnrecoverableError
+from ramp_service.chains.pendulum import IssuedCall, PendulumChain
+from service_kit.errors import InvalidInput
+from tests.integration.devnet.conftest import Node
+from tests.support.aio import LoopThread
+
+
+@pytest.fixture
+def chain(node: Node) -> Iterator[PendulumChain]:
+    adapter = PendulumChain(node.ws_url, timeout_s=10)
+    yield adapter
+    adapter.close()
+
+
+def ephemeral(node: Node, uri: str) -> Keypair:
+    keypair = Keypair.create_from_uri(uri, ss58_format=56)
+    node.rpc("dev_mint", keypair.ss58_address, "PEN", "10")
+    node.rpc("dev_mint", keypair.ss58_address, "USDC", "100")
+    deadline = time.monotonic() + 5
+    while not node.chain.tokens.get((bytes(keypair.public_key), "USDC")):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return keypair
+
+
+def sign(issued: IssuedCall, keypair: Keypair) -> str:
+    return "0x" + keypair.sign(bytes.fromhex(issued.signing_payload_hex[2:])).hex()
+
+
+def test_presigned_transfer_from_a_detached_signature(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    eph, dest = ephemeral(node, "//Eph1"), Keypair.create_from_uri("//Dest", ss58_format=56)
+    issued = chain.issue(
+        chain.token_transfer(dest.ss58_address, "USDC", Decimal("25.5")), eph.ss58_address, 0
+    )
+    signed = chain.assemble(issued, sign(issued, eph))
+    assert chain.verify_presigned(issued, signed) == signed
+    inclusion = aio_loop.run(chain.submit(signed))
+    assert inclusion.success
+    assert aio_loop.run(chain.balance(dest.ss58_address, "USDC")) == Decimal("25.5")
+    assert aio_loop.run(chain.nonce(eph.ss58_address)) == 1
+    by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash, "", -1))
+    by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
+    assert by_hash is not None and by_slot is not None
+    assert by_hash.extrinsic_hash == by_slot.extrinsic_hash == inclusion.extrinsic_hash
+    with pytest.raises(UnrecoverableError) as exc:
+        aio_loop.run(chain.submit(signed))  # replay
+    assert "OUTDATED" in exc.value.reason
+
+
+def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
+    eph, other = ephemeral(node, "//Eph2"), Keypair.create_from_uri("//Other", ss58_format=56)
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(chain.token_transfer(dest, "USDC", Decimal("10")), eph.ss58_address, 0)
+
+    def signed_variant(call: object, nonce: int = 0, keypair: Keypair = eph) -> str:
+        variant = chain.issue(call, eph.ss58_address, nonce)
+        return chain.assemble(variant, sign(variant, keypair))
+
+    cases = {
+        "another key": (chain.assemble(issued, sign(issued, other)), "PRESIGNED_TX_BAD_SIGNATURE"),
+        "changed amount": (
+            signed_variant(chain.token_transfer(dest, "USDC", Decimal("11"))),
+            "PRESIGNED_TX_MISMATCH",
+        ),
+        "changed destination": (
+            signed_variant(chain.token_transfer(other.ss58_address, "USDC", Decimal("10"))),
+            "PRESIGNED_TX_MISMATCH",
+        ),
+        "changed call": (
+            signed_variant(chain.swap_approve("USDC", Decimal("10"))),
+            "PRESIGNED_TX_MISMATCH",
+        ),
+        "changed nonce": (
+            signed_variant(chain.token_transfer(dest, "USDC", Decimal("10")), nonce=1),
+            "PRESIGNED_TX_MISMATCH",
+        ),
+        "not an extrinsic": ("0xdeadbeef", "PRESIGNED_TX_MALFORMED"),
+    }
+    for name, (signed, reason) in cases.items():
+        with pytest.raises(InvalidInput) as exc:
+            chain.verify_presigned(issued, signed)
+        assert exc.value.reason == reason, name
+    with pytest.raises(InvalidInput):
+        chain.assemble(issued, "0x1234")
+
+
+def test_a_dropped_response_leaves_the_extrinsic_applied_and_findable(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    eph = ephemeral(node, "//Eph3")
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(chain.token_transfer(dest, "USDC", Decimal("1")), eph.ss58_address, 0)
+    signed = chain.assemble(issued, sign(issued, eph))
+    httpx.post(f"{node.http_url}dev/faults", json={"drop_next": 1}, timeout=5)
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(
+            node.http_url,
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "author_submitExtrinsic",
+                "params": [signed],
+            },
+            timeout=5,
+        )
+    deadline = time.monotonic() + 5
+    found = None
+    while found is None:
+        assert time.monotonic() < deadline, "the submitted extrinsic never showed up"
+        found = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
+        time.sleep(0.1)
+    assert found.success
