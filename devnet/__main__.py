@@ -1,7 +1,8 @@
 """`python -m devnet`: the local stand-ins on their ports until SIGTERM.
 
-Horizon on DEVNET_HORIZON_PORT (8000), the anchor on DEVNET_ANCHOR_PORT (8001) and the PIX
-partner on DEVNET_PIX_PORT (8002), which mints through DEVNET_SUBSTRATE_RPC_URL. The anchor's
+Horizon on DEVNET_HORIZON_PORT (8000), the anchor on DEVNET_ANCHOR_PORT (8001), the PIX partner
+on DEVNET_PIX_PORT (8002), which mints BRLA through the Substrate node on DEVNET_SUBSTRATE_PORT
+(9944), whose bridge redeems pay out on Horizon from the anchor's issuing account. The anchor's
 issuing account and a Stellar funding account exist from genesis; their keys are written to
 DEVNET_KEYS_FILE (default .data/devnet/keys.json, ignored by git) for the local services.
 """
@@ -21,10 +22,13 @@ from stellar_sdk import Keypair
 
 from devnet.anchor.app import AnchorConfig
 from devnet.anchor.app import create_app as create_anchor
-from devnet.horizon.app import HorizonConfig
+from devnet.bridge import bridge_payout
+from devnet.horizon.app import LEDGER_KEY, HorizonConfig
 from devnet.horizon.app import create_app as create_horizon
 from devnet.pix.app import PixConfig
 from devnet.pix.app import create_app as create_pix
+from devnet.substrate.app import SubstrateConfig
+from devnet.substrate.app import create_app as create_substrate
 from service_kit.logs import configure_logging
 
 log = logging.getLogger("devnet")
@@ -52,36 +56,26 @@ async def _site(app: web.Application, host: str, port: int) -> web.AppRunner:
 async def main() -> None:
     """Serve every stand-in until a signal arrives."""
     host = os.environ.get("DEVNET_HOST", "127.0.0.1")
+    defaults = (("horizon", "8000"), ("anchor", "8001"), ("pix", "8002"), ("substrate", "9944"))
     ports = {
-        name: int(os.environ.get(f"DEVNET_{name.upper()}_PORT", default))
-        for name, default in (("horizon", "8000"), ("anchor", "8001"), ("pix", "8002"))
+        name: int(os.environ.get(f"DEVNET_{name.upper()}_PORT", port)) for name, port in defaults
     }
     keys = _keys(Path(os.environ.get("DEVNET_KEYS_FILE", ROOT / ".data" / "devnet" / "keys.json")))
     anchor = Keypair.from_secret(keys["anchor"])
     funding = Keypair.from_secret(keys["stellar_funding"])
     horizon_url = f"http://{host}:{ports['horizon']}"
+    genesis = {anchor.public_key: Decimal(10_000), funding.public_key: Decimal(1_000_000)}
+    horizon = create_horizon(HorizonConfig(genesis=genesis))
+    payout = bridge_payout(horizon[LEDGER_KEY], anchor)
+    substrate = create_substrate(SubstrateConfig(stellar_payout=payout))
     runners = [
-        await _site(
-            create_horizon(
-                HorizonConfig(
-                    genesis={
-                        anchor.public_key: Decimal(10_000),
-                        funding.public_key: Decimal(1_000_000),
-                    }
-                )
-            ),
-            host,
-            ports["horizon"],
-        ),
+        await _site(horizon, host, ports["horizon"]),
+        await _site(substrate, host, ports["substrate"]),
         await _site(
             create_anchor(AnchorConfig(horizon_url, anchor.public_key)), host, ports["anchor"]
         ),
         await _site(
-            create_pix(
-                PixConfig(os.environ.get("DEVNET_SUBSTRATE_RPC_URL", f"http://{host}:9944"))
-            ),
-            host,
-            ports["pix"],
+            create_pix(PixConfig(f"http://{host}:{ports['substrate']}/")), host, ports["pix"]
         ),
     ]
     log.info(
