@@ -73,7 +73,7 @@ def create_server(
     async def close_channel() -> None:
         await channel.close()
 
-    running.on_stop.extend([close_channel, engine.dispose])
+    running.on_stop.extend([close_channel, engine.dispose, deps.chains.close])
     return running, service
 
 

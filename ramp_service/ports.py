@@ -65,3 +65,7 @@ class RegistrationChains(Protocol):
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
         """The signed payload to store; raises InvalidInput naming what does not match."""
         ...
+
+    async def close(self) -> None:
+        """Release connections (the server calls this when it stops)."""
+        ...

@@ -5,6 +5,7 @@ No transaction is held open across a call to another service, a chain or a partn
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -174,7 +175,7 @@ class RampService:
         record = await self.get(ramp_id)
         if record.status is not RampStatus.REGISTERED:
             raise RampNotInitial(ramp_id, record.status.value)
-        payloads = self._verified(record, presigned)
+        payloads = await self._verified(record, presigned)
         merged = record.additional_data.merged(data)
         check_additional_data(record.quote, merged)
         async with self._sessions.begin() as session:
@@ -199,7 +200,7 @@ class RampService:
     ) -> RampRecord:
         """Check the presigned set and hand the ramp to the phase processor."""
         record = await self.get(ramp_id)
-        payloads = self._verified(record, presigned)
+        payloads = await self._verified(record, presigned)
         if record.status is not RampStatus.REGISTERED:
             return self._repeated_start(record, payloads)
         merged = record.additional_data.merged(data)
@@ -244,15 +245,22 @@ class RampService:
             raise RampAlreadyStarted(str(record.id))
         raise RampNotInitial(str(record.id), record.status.value)
 
-    def _verified(
+    async def _verified(
         self, record: RampRecord, presigned: list[PresignedTx]
     ) -> dict[tuple[str, str], str]:
-        """Signed payload per (phase, network) for each incoming transaction, all verified."""
+        """Signed payload per (phase, network) for each incoming transaction, all verified.
+
+        Verification is CPU work and may load chain metadata: it runs off the event loop.
+        """
         pairs = match_presigned(record.issued(), presigned)
-        return {
-            (issued.phase, issued.network.value): self._chains.verify_presigned(issued, tx)
-            for issued, tx in pairs
-        }
+
+        def verify() -> dict[tuple[str, str], str]:
+            return {
+                (issued.phase, issued.network.value): self._chains.verify_presigned(issued, tx)
+                for issued, tx in pairs
+            }
+
+        return await asyncio.to_thread(verify) if pairs else {}
 
     async def get(self, ramp_id: str) -> RampRecord:
         """One ramp, as a reader sees it."""

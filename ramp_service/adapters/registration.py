@@ -1,17 +1,28 @@
 """The chain and partner work of register and start, composed from the adapters.
 
-Stellar (addresses, freshness, presigned envelopes) is wired to the Stellar adapter. The
-Pendulum half waits for the Pendulum adapter and its devnet (issue 4): until then Pendulum
-addresses are checked offline (SS58) and everything that needs the chain answers
-CHAIN_UNAVAILABLE, so no ramp can be registered with half its transactions unverified.
+For each corridor, register builds every transaction the ephemerals must presign and opens the
+partner side (the anchor withdrawal that names the Stellar account and memo to pay, or the PIX
+deposit the user pays). Amounts come from the consumed quote: the swap takes the input minus
+fees, its presigned minimum output is the quoted output (the hard floor; the processor checks the
+live pool against it before submitting), the bridge redeem / XCM transfer moves exactly the quoted
+output, and cleanup sends the fees left on the ephemeral to the platform's funding account.
 """
 
 from __future__ import annotations
 
-from stellar_sdk import StrKey
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stellar_sdk import Asset, StrKey
+from stellar_sdk import Keypair as StellarKeypair
+from substrateinterface import Keypair as SubstrateKeypair
 from substrateinterface.utils.ss58 import ss58_decode
 
 from ramp_service.chains.errors import ChainError
+from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.pendulum import IssuedCall, PendulumChain
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.config import RampSettings
 from ramp_service.domain.errors import ChainUnavailable
@@ -19,14 +30,30 @@ from ramp_service.domain.flows import Network
 from ramp_service.domain.ramp import IssuedTx, PresignedTx, SigningAccount
 from ramp_service.ports import Prepared, RegistrationPlan
 
-PENDULUM_MISSING = "the Pendulum adapter is not available yet; ramps cannot be registered"
+# Fiat currency → the token the pools and bridge move it as.
+TOKEN_FOR = {"EUR": "EURC", "ARS": "ARST", "BRL": "BRLA", "USDC": "USDC"}
+VALIDITY_S = 7 * 24 * 3600  # presigned Stellar transactions stay valid for a week
+NO_DEADLINE = 2**63 - 1
 
 
 class ChainRegistration:
     """`RegistrationChains` over the real adapters."""
 
-    def __init__(self, stellar: StellarChain) -> None:
+    def __init__(
+        self,
+        stellar: StellarChain,
+        pendulum: PendulumChain,
+        anchor: AnchorClient,
+        pix: PixClient,
+        stellar_funding: str,
+        pendulum_funding: str,
+    ) -> None:
         self._stellar = stellar
+        self._pendulum = pendulum
+        self._anchor = anchor
+        self._pix = pix
+        self._stellar_funding = stellar_funding
+        self._pendulum_funding = pendulum_funding
 
     def is_valid_address(self, network: Network, address: str) -> bool:
         """Stellar: an ed25519 public key (G...). Pendulum: SS58 with a valid checksum."""
@@ -39,30 +66,148 @@ class ChainRegistration:
         return True
 
     async def why_not_fresh(self, account: SigningAccount) -> str | None:
-        """A Stellar ephemeral must not exist yet."""
-        if account.network is not Network.STELLAR:
-            raise ChainUnavailable(PENDULUM_MISSING)
+        """A Stellar ephemeral must not exist; a Pendulum one must have nonce 0 and no PEN."""
         try:
-            state = await self._stellar.account(account.address)
+            if account.network is Network.STELLAR:
+                state = await self._stellar.account(account.address)
+                return "the account already exists on Stellar" if state is not None else None
+            if await self._pendulum.nonce(account.address) != 0:
+                return "the account has already sent transactions on Pendulum"
+            if await self._pendulum.balance(account.address, "PEN") != 0:
+                return "the account already holds PEN"
+            return None
         except ChainError as exc:
-            raise ChainUnavailable(f"Stellar: {exc.reason}") from exc
-        return "the account already exists on Stellar" if state is not None else None
+            raise ChainUnavailable(f"{account.network.value}: {exc.reason}") from exc
 
     async def prepare(self, plan: RegistrationPlan) -> Prepared:
-        """Needs the Pendulum calls of every corridor."""
-        raise ChainUnavailable(PENDULUM_MISSING)
+        """Issue the corridor's transactions and open the partner side."""
+        if not self._stellar_funding or not self._pendulum_funding:
+            raise ChainUnavailable("funding accounts are not configured")
+        try:
+            if plan.quote.ramp_type == "SELL":
+                return await self._prepare_sell(plan)
+            return await self._prepare_buy(plan)
+        except ChainError as exc:
+            raise ChainUnavailable(f"{exc.reason}: {exc.message}") from exc
+
+    async def _pendulum_txs(
+        self, signer: str, phases: list[str], build: Callable[[], list[Any]]
+    ) -> list[IssuedTx]:
+        """Compose the calls and their signing payloads off the event loop (the client blocks)."""
+
+        def work() -> list[IssuedTx]:
+            txs = []
+            for nonce, (phase, call) in enumerate(zip(phases, build(), strict=True)):
+                issued = self._pendulum.issue(call, signer, nonce)
+                txs.append(
+                    IssuedTx(
+                        phase,
+                        Network.PENDULUM,
+                        signer,
+                        nonce,
+                        issued.signing_payload_hex,
+                        {"call": issued.call_hex},
+                    )
+                )
+            return txs
+
+        return await asyncio.to_thread(work)
+
+    async def _prepare_sell(self, plan: RegistrationPlan) -> Prepared:
+        q = plan.quote
+        token_in, token_out = TOKEN_FOR[q.input_currency], TOKEN_FOR[q.output_currency]
+        stellar = plan.accounts[Network.STELLAR].address
+        pendulum = plan.accounts[Network.PENDULUM].address
+        withdrawal = await self._anchor.start_withdrawal(
+            token_out, q.output_amount, plan.additional_data.destination
+        )
+        asset = Asset(token_out, withdrawal.account)
+        net = q.input_amount - q.fee_total
+        stellar_key = "0x" + StrKey.decode_ed25519_public_key(stellar).hex()
+        p = self._pendulum
+        txs = await self._pendulum_txs(
+            pendulum,
+            ["nablaApprove", "nablaSwap", "spacewalkRedeem", "pendulumCleanup"],
+            lambda: [
+                p.swap_approve(token_in, net),
+                p.swap(token_in, token_out, net, q.output_amount, pendulum, NO_DEADLINE),
+                p.bridge_redeem(token_out, q.output_amount, stellar_key),
+                p.token_transfer(self._pendulum_funding, token_in, q.fee_total),
+            ],
+        )
+        until = int(time.time()) + VALIDITY_S
+        setup = self._stellar.build_ephemeral_setup(stellar, [asset], until)
+        payment = self._stellar.build_payment(
+            stellar, 1, withdrawal.account, asset, q.output_amount, withdrawal.memo, until
+        )
+        merge = self._stellar.build_merge(stellar, 2, self._stellar_funding, [asset], until)
+        for phase, xdr in (
+            ("fundEphemeral", setup),
+            ("stellarPayment", payment),
+            ("stellarCleanup", merge),
+        ):
+            txs.append(
+                IssuedTx(phase, Network.STELLAR, stellar, self._stellar.sequence_of(xdr), xdr)
+            )
+        partner = {
+            "anchor_withdrawal_id": withdrawal.id,
+            "anchor_account": withdrawal.account,
+            "anchor_memo": withdrawal.memo,
+            "stellar_asset": f"{token_out}:{withdrawal.account}",
+        }
+        return Prepared(txs, partner)
+
+    async def _prepare_buy(self, plan: RegistrationPlan) -> Prepared:
+        q = plan.quote
+        token_in, token_out = TOKEN_FOR[q.input_currency], TOKEN_FOR[q.output_currency]
+        pendulum = plan.accounts[Network.PENDULUM].address
+        deposit = await self._pix.create_deposit(
+            q.input_amount, plan.additional_data.tax_id, pendulum
+        )
+        net = q.input_amount - q.fee_total
+        p = self._pendulum
+        txs = await self._pendulum_txs(
+            pendulum,
+            ["nablaApprove", "nablaSwap", "pendulumToAssethub", "pendulumCleanup"],
+            lambda: [
+                p.swap_approve(token_in, net),
+                p.swap(token_in, token_out, net, q.output_amount, pendulum, NO_DEADLINE),
+                p.xcm_to_assethub(token_out, q.output_amount, plan.additional_data.destination),
+                p.token_transfer(self._pendulum_funding, token_in, q.fee_total),
+            ],
+        )
+        return Prepared(txs, {"pix_deposit_id": deposit.id, "pix_copy_paste": deposit.copy_paste})
+
+    async def close(self) -> None:
+        """Close the Pendulum client's connection."""
+        await asyncio.to_thread(self._pendulum.close)
 
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
-        """Check a presigned transaction against the issued one."""
+        """Check a presigned transaction against the issued one; return what to submit."""
         if issued.network is Network.STELLAR:
             return self._stellar.verify_presigned(issued.tx_data, presigned.tx_data, issued.signer)
-        raise ChainUnavailable(PENDULUM_MISSING)
+        call = IssuedCall(issued.meta["call"], issued.signer, issued.nonce, issued.tx_data)
+        signed = (
+            self._pendulum.assemble(call, presigned.signature)
+            if presigned.signature
+            else presigned.tx_data
+        )
+        return self._pendulum.verify_presigned(call, signed)
 
 
 def build_registration_chains(settings: RampSettings) -> ChainRegistration:
-    """The adapters for `settings`' networks."""
+    """The adapters for `settings`' networks and partners."""
+    stellar_secret = settings.stellar_funding_secret.get_secret_value()
+    pendulum_seed = settings.pendulum_funding_seed.get_secret_value()
     return ChainRegistration(
         StellarChain(
             settings.horizon_url, settings.stellar_network_passphrase, settings.chain_timeout_s
-        )
+        ),
+        PendulumChain(settings.substrate_url, settings.chain_timeout_s),
+        AnchorClient(settings.anchor_url, settings.chain_timeout_s),
+        PixClient(settings.pix_url, settings.chain_timeout_s),
+        StellarKeypair.from_secret(stellar_secret).public_key if stellar_secret else "",
+        SubstrateKeypair.create_from_uri(pendulum_seed, ss58_format=56).ss58_address
+        if pendulum_seed
+        else "",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -67,7 +68,7 @@ def quote_stub(quote_channel: grpc.Channel) -> quote_pb2_grpc.QuoteServiceStub:
 
 
 def start_ramp_server(
-    aio_loop: LoopThread, database_url: str, quote_port: int, clock: FakeClock
+    aio_loop: LoopThread, database_url: str, quote_port: int, clock: FakeClock, **overrides: Any
 ) -> RunningServer:
     """The ramp service on an ephemeral port in front of `database_url`."""
     settings = RampSettings(
@@ -76,6 +77,7 @@ def start_ramp_server(
         log_rpcs=False,
         quote_service_target=f"127.0.0.1:{quote_port}",
         admin_token="test-admin-token",
+        **overrides,
     )  # type: ignore[arg-type]
 
     async def build() -> RunningServer:
