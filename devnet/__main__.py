@@ -10,7 +10,6 @@ DEVNET_KEYS_FILE (default .data/devnet/keys.json, ignored by git) for the local 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from devnet.anchor.app import create_app as create_anchor
 from devnet.bridge import bridge_payout
 from devnet.horizon.app import LEDGER_KEY, HorizonConfig
 from devnet.horizon.app import create_app as create_horizon
+from devnet.keys import load_or_create_keys
 from devnet.pix.app import PixConfig
 from devnet.pix.app import create_app as create_pix
 from devnet.substrate.app import SubstrateConfig
@@ -37,13 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _keys(path: Path) -> dict[str, str]:
     """Reuse the keys of an earlier run so accounts stay the same across restarts."""
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    keys = {name: Keypair.random().secret for name in ("anchor", "stellar_funding")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(keys, indent=2))
-    path.chmod(0o600)
-    return keys
+    return load_or_create_keys(path)
 
 
 async def _site(app: web.Application, host: str, port: int) -> web.AppRunner:

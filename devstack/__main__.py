@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 
-from devstack.database import database_url, migrate_all
+from devnet.keys import load_or_create_keys
+from devstack.database import DATA_DIR, database_url, migrate_all
 from service_kit.logs import configure_logging
 
 log = logging.getLogger("devstack")
@@ -23,10 +24,15 @@ log = logging.getLogger("devstack")
 def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, extra environment) of every long-running process."""
     py = sys.executable
+    keys = load_or_create_keys(DATA_DIR / "devnet" / "keys.json")
     quote_port = os.environ.get("QUOTE_GRPC_PORT", "50051")
     ramp_port = os.environ.get("RAMP_GRPC_PORT", "50052")
     return [
-        ("devnet", [py, "-m", "devnet"], {}),
+        (
+            "devnet",
+            [py, "-m", "devnet"],
+            {"DEVNET_KEYS_FILE": str(DATA_DIR / "devnet" / "keys.json")},
+        ),
         ("quote", [py, "-m", "quote_service"], {"DATABASE_URL": url, "GRPC_PORT": quote_port}),
         (
             "ramp",
@@ -35,6 +41,8 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
                 "DATABASE_URL": url,
                 "GRPC_PORT": ramp_port,
                 "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
+                "STELLAR_FUNDING_SECRET": keys["stellar_funding"],
+                "PENDULUM_FUNDING_SEED": keys["pendulum_funding"],
             },
         ),
         (
