@@ -275,7 +275,9 @@ class Chain:
         extra = used["era"] + used["nonce"] + used["tip"]
         era_hash = self.genesis
         if used["era"] != b"\0":
-            birth = parts["era"].birth(self.head.number)
+            era = self.config.create_scale_object("Era", data=ScaleBytes(used["era"]))
+            era.decode()
+            birth = era.birth(self.head.number)
             if birth >= len(self.blocks):
                 raise InvalidTransaction("Transaction has an ancient birth block")
             era_hash = self.blocks[birth].hash

@@ -35,6 +35,8 @@ class IssuedCall:
     signer: str
     nonce: int
     signing_payload_hex: str
+    # Mortality: None for immortal, else {"period": blocks, "current": block number at issue}.
+    era: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,23 @@ class PendulumChain:
 
     # --- presigning ----------------------------------------------------------------------
 
-    def issue(self, call: Any, signer: str, nonce: int) -> IssuedCall:
-        """The exact bytes a wallet signs for `call` by `signer` at `nonce` (immortal era)."""
-        payload = self._metadata_client().generate_signature_payload(
-            call=call, era="00", nonce=nonce
+    def issue(
+        self, call: Any, signer: str, nonce: int, era_period: int | None = None
+    ) -> IssuedCall:
+        """The exact bytes a wallet signs for `call` by `signer` at `nonce`, immortal or valid
+        for `era_period` blocks from now."""
+        client = self._metadata_client()
+        era = None
+        if era_period is not None:
+            era = {"period": era_period, "current": int(client.get_block_number(None))}
+        payload = client.generate_signature_payload(
+            call=call, era=dict(era) if era else "00", nonce=nonce
         )
-        return IssuedCall(str(call.data), signer, nonce, "0x" + bytes(payload.data).hex())
+        return IssuedCall(str(call.data), signer, nonce, "0x" + bytes(payload.data).hex(), era)
+
+    def _era_bytes(self, era: dict[str, int] | None) -> bytes:
+        era_obj = self._metadata_client().runtime_config.create_scale_object("Era")
+        return bytes(era_obj.encode(dict(era) if era else "00").data)
 
     def assemble(self, issued: IssuedCall, signature_hex: str) -> str:
         """The signed extrinsic from a detached sr25519 signature over the issued payload."""
@@ -187,7 +200,11 @@ class PendulumChain:
         if len(signature) != 64:
             raise invalid_presigned("PRESIGNED_TX_MALFORMED", "an sr25519 signature is 64 bytes")
         extrinsic = client.create_signed_extrinsic(
-            call, signer, nonce=issued.nonce, signature=signature
+            call,
+            signer,
+            era=dict(issued.era) if issued.era else None,
+            nonce=issued.nonce,
+            signature=signature,
         )
         return str(extrinsic.data)
 
@@ -213,10 +230,9 @@ class PendulumChain:
             )
         if int(value.get("nonce", -1)) != issued.nonce:
             raise invalid_presigned("PRESIGNED_TX_MISMATCH", f"nonce must be {issued.nonce}")
-        if (
-            "0x" + bytes(parts["call"].get_used_bytes()).hex() != issued.call_hex
-            or bytes(parts["era"].get_used_bytes()) != b"\0"
-        ):
+        if "0x" + bytes(parts["call"].get_used_bytes()).hex() != issued.call_hex or bytes(
+            parts["era"].get_used_bytes()
+        ) != self._era_bytes(issued.era):
             raise invalid_presigned("PRESIGNED_TX_MISMATCH", "the call differs from the one issued")
         signature = value["signature"]
         sig_hex = next(iter(signature.values())) if isinstance(signature, dict) else signature

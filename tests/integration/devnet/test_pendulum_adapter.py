@@ -124,3 +124,35 @@ def test_a_dropped_response_leaves_the_extrinsic_applied_and_findable(
         found = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
         time.sleep(0.1)
     assert found.success
+
+
+def test_a_mortal_era_is_signed_checked_and_accepted(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    eph = ephemeral(node, "//Eph4")
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(
+        chain.token_transfer(dest, "USDC", Decimal("2")), eph.ss58_address, 0, era_period=64
+    )
+    assert issued.era is not None and issued.era["period"] == 64
+    signed = chain.assemble(issued, sign(issued, eph))
+    assert chain.verify_presigned(issued, signed) == signed
+    immortal = chain.issue(chain.token_transfer(dest, "USDC", Decimal("2")), eph.ss58_address, 0)
+    with pytest.raises(InvalidInput) as exc:
+        chain.verify_presigned(immortal, signed)  # same call and nonce, other era
+    assert exc.value.reason == "PRESIGNED_TX_MISMATCH"
+    assert aio_loop.run(chain.submit(signed)).success
+
+
+def test_a_signature_for_another_network_is_rejected(node: Node, chain: PendulumChain) -> None:
+    eph = ephemeral(node, "//Eph5")
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(chain.token_transfer(dest, "USDC", Decimal("2")), eph.ss58_address, 0)
+    genesis = node.chain.genesis  # type: ignore[attr-defined]
+    payload = bytes.fromhex(issued.signing_payload_hex[2:])
+    assert genesis in payload
+    other_network = payload.replace(genesis, bytes(32))  # the same transaction for another chain
+    signed = chain.assemble(issued, "0x" + eph.sign(other_network).hex())
+    with pytest.raises(InvalidInput) as exc:
+        chain.verify_presigned(issued, signed)
+    assert exc.value.reason == "PRESIGNED_TX_BAD_SIGNATURE"
