@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 from stellar_sdk import Keypair
+from substrateinterface import Keypair as SubstrateKeypair
 
 from devnet.anchor.app import AnchorConfig
 from devnet.anchor.app import create_app as create_anchor
@@ -61,7 +62,13 @@ async def main() -> None:
     genesis = {anchor.public_key: Decimal(10_000), funding.public_key: Decimal(1_000_000)}
     horizon = create_horizon(HorizonConfig(genesis=genesis))
     payout = bridge_payout(horizon[LEDGER_KEY], anchor)
-    substrate = create_substrate(SubstrateConfig(stellar_payout=payout))
+    pendulum_funding = SubstrateKeypair.create_from_uri(keys["pendulum_funding"], ss58_format=56)
+    substrate = create_substrate(
+        SubstrateConfig(
+            stellar_payout=payout,
+            endowed={pendulum_funding.ss58_address: {"PEN": Decimal(1_000_000)}},
+        )
+    )
     runners = [
         await _site(horizon, host, ports["horizon"]),
         await _site(substrate, host, ports["substrate"]),

@@ -46,6 +46,17 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
             },
         ),
         (
+            "worker",
+            [py, "-m", "ramp_service.worker"],
+            {
+                "DATABASE_URL": url,
+                "STELLAR_FUNDING_SECRET": keys["stellar_funding"],
+                "PENDULUM_FUNDING_SEED": keys["pendulum_funding"],
+                "METRICS_PORT": os.environ.get("WORKER_METRICS_PORT", "9464"),
+                "WORKER_CHAIN_POLL_MS": "500",
+            },
+        ),
+        (
             "gateway",
             [py, "-m", "gateway"],
             {

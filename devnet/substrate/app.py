@@ -3,8 +3,10 @@
 Implements what substrate-interface uses (chain_*, state_*, system_*, author_submitExtrinsic,
 author_submitAndWatchExtrinsic with author_extrinsicUpdate notifications), plus dev methods:
 `dev_mint [address, currency, amount]`, `dev_pauseBlocks`, `dev_resumeBlocks`,
-`dev_assethubBalance [address, currency]`. Pool rejections answer error 1010 "Invalid
-Transaction" with the reason in `data`, as a node does.
+`dev_assethubBalance [address, currency]`, `dev_setPool [token_in, token_out, reserve_in,
+reserve_out]` (an oracle price move), and `nabla_getAmountOut [token_in, token_out, units]`
+(the router's quote, as Nabla's `getAmountOut` contract query answers it). Pool rejections
+answer error 1010 "Invalid Transaction" with the reason in `data`, as a node does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -40,6 +42,8 @@ class SubstrateConfig:
 
     block_time_s: float = 0.5
     stellar_payout: StellarPayout | None = None
+    # Balances at genesis: address → {currency: amount} (the platform's funding account).
+    endowed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
 
 class RpcError(Exception):
@@ -151,6 +155,19 @@ async def handle(
         except (ValueError, InvalidOperation, IndexError) as exc:
             raise RpcError(-32602, f"dev_mint: {exc}") from None
         return True
+    if method == "nabla_getAmountOut":
+        try:
+            return str(chain.amount_out(str(params[0]), str(params[1]), int(params[2])))
+        except (KeyError, ValueError, IndexError) as exc:
+            raise RpcError(-32602, f"nabla_getAmountOut: no pool or bad amount ({exc})") from None
+    if method == "dev_setPool":
+        try:
+            chain.set_pool(
+                str(params[0]), str(params[1]), Decimal(str(params[2])), Decimal(str(params[3]))
+            )
+        except (KeyError, ValueError, InvalidOperation, IndexError) as exc:
+            raise RpcError(-32602, f"dev_setPool: {exc}") from None
+        return True
     if method == "dev_pauseBlocks":
         chain.paused = True
         return True
@@ -185,6 +202,8 @@ HANDLED = {
     "author_submitAndWatchExtrinsic",
     "author_unwatchExtrinsic",
     "dev_mint",
+    "nabla_getAmountOut",
+    "dev_setPool",
     "dev_pauseBlocks",
     "dev_resumeBlocks",
     "dev_assethubBalance",
@@ -266,7 +285,11 @@ def create_app(config: SubstrateConfig | None = None) -> web.Application:
     """The Substrate stand-in."""
     config = config or SubstrateConfig()
     app = web.Application()
-    app[CHAIN_KEY] = Chain(config.stellar_payout)
+    chain = Chain(config.stellar_payout)
+    for address, balances in config.endowed.items():
+        for currency, amount in balances.items():
+            chain.endow(address, currency, amount)
+    app[CHAIN_KEY] = chain
     app[CONFIG_KEY] = config
     install_faults(app)
     app.cleanup_ctx.append(_produce_blocks)

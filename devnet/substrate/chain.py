@@ -518,17 +518,11 @@ class Chain:
         key = (who, NABLA_ROUTER, path[0])
         if self.allowances.get(key, 0) < amount_in:
             raise CallFailed(20, 2)  # InsufficientAllowance
-        pool = self.pools[(path[0], path[1])]
-        effective = Decimal(amount_in) * (1 - pool.fee)
-        out = int(Decimal(pool.reserve_out) * effective / (Decimal(pool.reserve_in) + effective))
+        out = self.amount_out(path[0], path[1], amount_in)
         if out < minimum:
             raise CallFailed(20, 3)  # BelowMinimum
         self._debit(who, path[0], amount_in, 20)
         self.allowances[key] -= amount_in
-        pool.reserve_in += amount_in
-        pool.reserve_out -= out
-        mirror = self.pools[(path[1], path[0])]
-        mirror.reserve_in, mirror.reserve_out = pool.reserve_out, pool.reserve_in
         to = self.account_id(args["to"])
         self._credit(to, path[1], out)
         return [
@@ -543,6 +537,30 @@ class Chain:
                 }
             }
         ]
+
+    def amount_out(self, token_in: str, token_out: str, amount_in: int) -> int:
+        """What a swap of `amount_in` units yields now (Nabla prices against oracle-backed
+        reserves: a swap does not move them; `set_pool` does, the way an oracle update would)."""
+        pool = self.pools[(token_in, token_out)]
+        effective = Decimal(amount_in) * (1 - pool.fee)
+        return int(Decimal(pool.reserve_out) * effective / (Decimal(pool.reserve_in) + effective))
+
+    def set_pool(
+        self, token_in: str, token_out: str, reserve_in: Decimal, reserve_out: Decimal
+    ) -> None:
+        """Move a pool's reserves (both directions), as an oracle price update would."""
+        pool = self.pools[(token_in, token_out)]
+        pool.reserve_in, pool.reserve_out = (
+            to_units(reserve_in, token_in),
+            to_units(reserve_out, token_out),
+        )
+        mirror = self.pools[(token_out, token_in)]
+        mirror.reserve_in, mirror.reserve_out = pool.reserve_out, pool.reserve_in
+
+    def endow(self, address: str, currency: str, amount: Decimal) -> None:
+        """A genesis balance (no event, no block)."""
+        currency = "Native" if currency == "PEN" else currency
+        self._credit(self.account_id(address), currency, to_units(amount, currency))
 
     def mint(self, address: str, currency: str, amount: Decimal) -> None:
         """Queue a faucet mint for the next block."""

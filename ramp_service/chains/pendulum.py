@@ -9,6 +9,7 @@ not.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -264,13 +265,20 @@ class PendulumChain:
         return await self._run(work)
 
     async def find(
-        self, extrinsic_hash: str, signer: str, nonce: int, recent_blocks: int = 200
+        self,
+        extrinsic_hash: str,
+        signer: str,
+        nonce: int,
+        recent_blocks: int = 200,
+        since_block: int | None = None,
     ) -> Inclusion | None:
-        """The extrinsic by hash, or by (signer, nonce), in the recent blocks."""
+        """The extrinsic by hash, or by (signer, nonce), in the blocks since `since_block`
+        (the head when it was first submitted), else in the recent blocks."""
 
         def work(client: SubstrateInterface) -> Inclusion | None:
             head = client.get_block_number(None)
-            for number in range(head, max(head - recent_blocks, 0), -1):
+            oldest = since_block if since_block is not None else head - recent_blocks
+            for number in range(head, max(oldest, 1) - 1, -1):
                 block_hash = client.get_block_hash(number)
                 block = client.get_block(block_hash)
                 for extrinsic in block["extrinsics"]:
@@ -294,6 +302,33 @@ class PendulumChain:
 
         return await self._run(work)
 
+    async def head(self) -> int:
+        """The latest block number."""
+        return await self._run(lambda c: int(c.get_block_number(None)))
+
+    async def applied_nonce(self, address: str) -> int:
+        """The account's nonce in the latest block (pool contents not counted)."""
+        return await self._run(
+            lambda c: int(c.query("System", "Account", [address]).value["nonce"])
+        )
+
+    async def amount_out(self, currency_in: str, currency_out: str, amount_in: Decimal) -> Decimal:
+        """What the Nabla router would give for `amount_in` now (its getAmountOut query)."""
+        params = [currency_in, currency_out, units(amount_in, currency_in)]
+
+        def work(client: SubstrateInterface) -> int:
+            answer = client.rpc_request("nabla_getAmountOut", params)
+            if "error" in answer:
+                raise SubstrateRequestException(answer["error"])
+            return int(answer["result"])
+
+        return Decimal(await self._run(work)).scaleb(-DECIMALS[currency_out])
+
+    def sign_with(self, call: Any, keypair: Keypair, nonce: int) -> str:
+        """A server-signed extrinsic (funding account), immortal, at `nonce`."""
+        client = self._metadata_client()
+        return str(client.create_signed_extrinsic(call, keypair, nonce=nonce).data)
+
     async def nonce(self, address: str) -> int:
         """The account's next nonce."""
         return await self._run(lambda c: int(c.get_account_nonce(address) or 0))
@@ -309,6 +344,12 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def extrinsic_hash(signed_hex: str) -> str:
+    """The extrinsic's hash as nodes and explorers name it (blake2-256 of its bytes)."""
+    data = bytes.fromhex(signed_hex.removeprefix("0x"))
+    return "0x" + hashlib.blake2b(data, digest_size=32).hexdigest()
 
 
 def _classified(exc: SubstrateRequestException) -> RecoverableError | UnrecoverableError:

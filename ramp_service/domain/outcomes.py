@@ -45,7 +45,16 @@ class TimeOut:
     reason: str
 
 
-Outcome = Advance | Wait | Retry | Fail | TimeOut
+@dataclass(frozen=True)
+class Review:
+    """Something only a person can settle (funds held on an ephemeral after a failed on-chain
+    step, an effect that cannot be found): the ramp moves to MANUAL_REVIEW with this reason."""
+
+    reason: str
+    message: str
+
+
+Outcome = Advance | Wait | Retry | Fail | TimeOut | Review
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ async def serve(settings: WorkerSettings) -> None:
         assert record is not None
         return record
 
-    handlers = build_handlers(settings)
+    handlers = build_handlers(settings, engine)
     processor = PhaseProcessor(queue, load, handlers, processor_config(settings), metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,3 +20,9 @@ class WorkerSettings(RampSettings):
     pix_timeout_s: int = Field(3600, ge=10, description="BUY: wait for the PIX payment.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics; 0 = off.")
     metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
+    worker_chain_poll_ms: int = Field(2000, ge=50, description="Re-check interval while waiting.")
+    ephemeral_starting_xlm: str = Field("3", description="XLM a new Stellar ephemeral gets.")
+    ephemeral_fee_pen: str = Field("1", description="PEN a Pendulum ephemeral gets for fees.")
+    swap_soft_margin: str = Field(
+        "0", description="Fraction above the quoted output the live pool must give to swap."
+    )

@@ -18,8 +18,18 @@ from datetime import timedelta
 
 from ramp_service.chains.errors import ChainError
 from ramp_service.domain.flows import COMPLETE, FAILED, FLOWS, TIMED_OUT, Flow, IllegalTransition
-from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, TimeOut, Wait
+from ramp_service.domain.outcomes import (
+    Advance,
+    Fail,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    Review,
+    TimeOut,
+    Wait,
+)
 from ramp_service.domain.ramp import RampRecord
+from ramp_service.worker.crashpoints import crash_point
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.journal import Journal
 from ramp_service.worker.metrics import WorkerMetrics
@@ -173,8 +183,10 @@ class PhaseProcessor:
                 await self._queue.move(
                     claim, to_phase=COMPLETE, status="COMPLETE", first_cleanup=first_cleanup
                 )
+                crash_point(f"{phase}:advanced")
                 return first_cleanup is not None
             await self._queue.move(claim, to_phase=target)
+            crash_point(f"{phase}:advanced")
             return True
         if isinstance(outcome, Wait):
             if (why := policy.exhausted(0, claim.phase_started_at, now)) is not None:
@@ -193,6 +205,14 @@ class PhaseProcessor:
                 await self._manual_review(claim, phase, f"{outcome.reason}: {why}", error)
                 return False
             await self._queue.reschedule(claim, policy.backoff(claim.attempts + 1), error)
+            return False
+        if isinstance(outcome, Review):
+            await self._manual_review(
+                claim,
+                phase,
+                f"{outcome.reason}: {outcome.message}",
+                ErrorEntry(phase, outcome.reason, outcome.message, False),
+            )
             return False
         if isinstance(outcome, Fail):
             flow.check_transition(phase, FAILED)
@@ -235,6 +255,7 @@ class PhaseProcessor:
         policy = self._config.policy(phase)
         if isinstance(outcome, Advance):
             await self._queue.step_cleanup(claim, following)
+            crash_point(f"{phase}:advanced")
             return following is not None
         if isinstance(outcome, Wait | Retry):
             reason = outcome.reason

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ramp_service.db.models import OperationRow
+from ramp_service.worker.crashpoints import crash_point
 from ramp_service.worker.queue import Claim, WorkQueue
 
 
@@ -66,6 +67,7 @@ class Journal:
         signer: str | None,
         nonce: int | None,
         payload: str | None,
+        detail: str = "",
         replace: bool = False,
     ) -> Operation:
         """Record what is about to be sent. An existing entry wins unless `replace` is set
@@ -81,7 +83,7 @@ class Journal:
             signer=signer,
             nonce=nonce,
             payload=payload,
-            detail="",
+            detail=detail,
             generation=self._claim.generation,
             created_at=now,
             updated_at=now,
@@ -106,14 +108,14 @@ class Journal:
             return _operation(row)
 
     async def mark(
-        self, operation: str, state: str, detail: str = "", tx_hash: str | None = None
+        self, operation: str, state: str, detail: str | None = None, tx_hash: str | None = None
     ) -> None:
-        """Move an entry to `state` (submitted, confirmed, failed, unknown)."""
-        values: dict[str, object] = {
-            "state": state,
-            "detail": detail[:2000],
-            "updated_at": self._queue.clock(),
-        }
+        """Move an entry to `state` (submitted, confirmed, failed, unknown); `detail` replaces
+        the recorded detail when given."""
+        crash_point(f"{self._phase}:{operation}:{'intent' if state == 'submitted' else 'sent'}")
+        values: dict[str, object] = {"state": state, "updated_at": self._queue.clock()}
+        if detail is not None:
+            values["detail"] = detail[:2000]
         if tx_hash is not None:
             values["tx_hash"] = tx_hash
         async with self._queue.sessions.begin() as session:

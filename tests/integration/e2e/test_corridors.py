@@ -1,0 +1,91 @@
+"""Both corridors end to end through REST with a real worker process: quote → register → sign
+→ start → the user's part → poll → COMPLETE, with devnet balances exactly as the quote said."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import psycopg
+
+from pendulumpay_client.journeys import deposit, fund_user, pay_pix, start_buy, start_sell
+from tests.integration.e2e.conftest import System
+
+FEE_PER_EXTRINSIC = Decimal("0.01")
+
+
+def pendulum_extrinsics_by(system: System, address: str) -> int:
+    """How many extrinsics `address` signed that were applied in blocks."""
+    who = system.chain.account_id(address)
+    return system.chain.nonces.get(who, 0)
+
+
+def test_sell_and_buy_complete_with_the_quoted_amounts(system: System) -> None:
+    system.start_worker()
+    sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
+    buy = start_buy(system.rest, system.wallet, system.passphrase, "500")
+    fund_user(system.wallet, sell)
+    phases: list[str] = []
+    deposit(system.wallet, sell)
+    pay_pix(system.wallet, buy)
+    done = system.rest.wait(
+        sell.id, timeout_s=90, on_change=lambda r: phases.append(r["currentPhase"])
+    )
+    assert done["status"] == "COMPLETE", (done, system.rest.errors(sell.id), system.worker_logs())
+    bought = system.rest.wait(buy.id, timeout_s=90)
+    assert bought["status"] == "COMPLETE", (bought, system.rest.errors(buy.id))
+    # Phases were seen in flow order and never went backwards.
+    order = [
+        "initial",
+        "awaitUserDeposit",
+        "fundEphemeral",
+        "nablaApprove",
+        "nablaSwap",
+        "spacewalkRedeem",
+        "stellarPayment",
+        "complete",
+    ]
+    assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
+    history = [h["phase"] for h in done["phaseHistory"]]
+    assert history[: len(order)] == order
+    assert set(history[len(order) :]) <= {"stellarCleanup", "pendulumCleanup"}
+
+    # SELL: the anchor was paid exactly the quoted output, once, with its memo.
+    output = Decimal(sell.quote["outputAmount"])
+    stellar_eph = sell.keys.stellar.public_key  # type: ignore[union-attr]
+    to_anchor = [
+        p
+        for p in system.horizon_ledger.payments
+        if p["from"] == stellar_eph and p["type"] == "payment"
+    ]
+    assert len(to_anchor) == 1 and Decimal(str(to_anchor[0]["amount"])) == output
+    # BUY: AssetHub received exactly the quoted USDC.
+    assert system.wallet.assethub_balance(buy.destination, "USDC") == Decimal(
+        buy.quote["outputAmount"]
+    )
+    # Each Pendulum ephemeral signed exactly its four presigned extrinsics, was funded once,
+    # and its swept fee reached the platform.
+    for journey in (sell, buy):
+        address = journey.keys.pendulum.ss58_address
+        wait_cleanup(system, journey.id)
+        assert pendulum_extrinsics_by(system, address) == 4
+        assert system.wallet.balance(address, "PEN") == Decimal(1) - 4 * FEE_PER_EXTRINSIC
+        token = "USDC" if journey is sell else "BRLA"
+        assert system.wallet.balance(address, token) == 0
+    # Post-complete cleanup merged the Stellar ephemeral back.
+    assert stellar_eph not in system.horizon_ledger.accounts
+
+
+def wait_cleanup(system: System, ramp_id: str) -> None:
+    """Cleanup runs after COMPLETE; wait until no cleanup phase is pending."""
+    url = system.worker_env["DATABASE_URL"].replace("+psycopg", "")
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT cleanup_phase FROM ramp.ramps WHERE id = %s", (ramp_id,)
+            ).fetchone()
+            if row is not None and row[0] is None:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"cleanup of {ramp_id} did not finish: {system.worker_logs()}")
