@@ -9,7 +9,10 @@ not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +26,7 @@ from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from service_kit.errors import FieldViolation, InvalidInput
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 SS58_FORMAT = 56
 DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
 NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
@@ -60,6 +64,17 @@ def invalid_presigned(reason: str, description: str) -> InvalidInput:
     return InvalidInput(reason, description, [FieldViolation("presigned_txs", description)])
 
 
+def _serialized(method: F) -> F:
+    """Run `method` holding the metadata client's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self: PendulumChain, *args: Any, **kwargs: Any) -> Any:
+        with self._offline_lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class PendulumChain:
     """Builds, verifies and submits Pendulum extrinsics."""
 
@@ -67,6 +82,10 @@ class PendulumChain:
         self.url = url
         self._timeout_s = timeout_s
         self._offline: SubstrateInterface | None = None
+        # The metadata client is shared and substrate-interface is not thread-safe.
+        self._offline_lock = threading.RLock()
+        # Connected, initialized clients for network work, one per thread at a time.
+        self._idle: queue.SimpleQueue[SubstrateInterface] = queue.SimpleQueue()
 
     def _client(self) -> SubstrateInterface:
         return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
@@ -79,19 +98,37 @@ class PendulumChain:
         return self._offline
 
     def close(self) -> None:
-        """Close the metadata client's connection."""
-        if self._offline is not None:
-            self._offline.close()
-            self._offline = None
+        """Close every connection."""
+        with self._offline_lock:
+            if self._offline is not None:
+                self._offline.close()
+                self._offline = None
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     async def _run(self, work: Callable[[SubstrateInterface], T]) -> T:
         def job() -> T:
-            client = self._client()
             try:
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                client = self._client()
                 client.init_runtime()
-                return work(client)
+            healthy = False
+            try:
+                result = work(client)
+                healthy = True
+                return result
+            except SubstrateRequestException:
+                healthy = True  # an answer, not a broken connection
+                raise
             finally:
-                client.close()
+                if healthy:
+                    self._idle.put(client)
+                else:
+                    client.close()
 
         try:
             return await asyncio.wait_for(asyncio.to_thread(job), self._timeout_s)
@@ -104,6 +141,7 @@ class PendulumChain:
 
     # --- calls ---------------------------------------------------------------------------
 
+    @_serialized
     def token_transfer(self, dest: str, currency: str, amount: Decimal) -> Any:
         """Tokens.transfer (or Balances for PEN)."""
         client = self._metadata_client()
@@ -117,6 +155,7 @@ class PendulumChain:
             {"dest": dest, "currency_id": currency, "amount": units(amount, currency)},
         )
 
+    @_serialized
     def swap_approve(self, currency: str, amount: Decimal) -> Any:
         """Allow the Nabla router to take `amount`."""
         return self._metadata_client().compose_call(
@@ -125,6 +164,7 @@ class PendulumChain:
             {"spender": NABLA_ROUTER, "currency": currency, "amount": units(amount, currency)},
         )
 
+    @_serialized
     def swap(
         self,
         currency_in: str,
@@ -147,6 +187,7 @@ class PendulumChain:
             },
         )
 
+    @_serialized
     def bridge_redeem(self, currency: str, amount: Decimal, stellar_public_key_hex: str) -> Any:
         """Spacewalk-style redeem of `amount` to a Stellar account."""
         return self._metadata_client().compose_call(
@@ -159,6 +200,7 @@ class PendulumChain:
             },
         )
 
+    @_serialized
     def xcm_to_assethub(self, currency: str, amount: Decimal, dest: str) -> Any:
         """Send tokens to an AssetHub account."""
         return self._metadata_client().compose_call(
@@ -169,6 +211,7 @@ class PendulumChain:
 
     # --- presigning ----------------------------------------------------------------------
 
+    @_serialized
     def issue(
         self, call: Any, signer: str, nonce: int, era_period: int | None = None
     ) -> IssuedCall:
@@ -183,10 +226,12 @@ class PendulumChain:
         )
         return IssuedCall(str(call.data), signer, nonce, "0x" + bytes(payload.data).hex(), era)
 
+    @_serialized
     def _era_bytes(self, era: dict[str, int] | None) -> bytes:
         era_obj = self._metadata_client().runtime_config.create_scale_object("Era")
         return bytes(era_obj.encode(dict(era) if era else "00").data)
 
+    @_serialized
     def assemble(self, issued: IssuedCall, signature_hex: str) -> str:
         """The signed extrinsic from a detached sr25519 signature over the issued payload."""
         client = self._metadata_client()
@@ -209,6 +254,7 @@ class PendulumChain:
         )
         return str(extrinsic.data)
 
+    @_serialized
     def verify_presigned(self, issued: IssuedCall, signed_hex: str) -> str:
         """The signed extrinsic, checked against what was issued; raises InvalidInput."""
         client = self._metadata_client()
@@ -324,6 +370,7 @@ class PendulumChain:
 
         return Decimal(await self._run(work)).scaleb(-DECIMALS[currency_out])
 
+    @_serialized
     def sign_with(self, call: Any, keypair: Keypair, nonce: int) -> str:
         """A server-signed extrinsic (funding account), immortal, at `nonce`."""
         client = self._metadata_client()

@@ -199,6 +199,8 @@ class WorkQueue:
         check_phase: bool,
     ) -> None:
         now = values["updated_at"]
+        if actor == "worker":
+            actor = f"worker:{self.owner}"  # which process made the move
         conditions = self._fenced(claim)
         if check_phase:
             conditions += [RampRow.current_phase == claim.phase, RampRow.status == claim.status]
