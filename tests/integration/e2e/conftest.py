@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from stellar_sdk import Keypair as StellarKeypair
 from substrateinterface import Keypair as SubstrateKeypair
@@ -34,6 +35,8 @@ from tests.support.envoy import Gateway, start_gateway
 from tests.support.http_apps import serve
 from tests.support.processes import free_port, wait_serving
 
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+
 
 @dataclass
 class System:
@@ -47,6 +50,9 @@ class System:
     worker_env: dict[str, str]
     workdir: Path
     node_http_url: str
+    ramp_target: str
+    admin_token: str
+    urls: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
@@ -60,6 +66,20 @@ class System:
         )
         self.workers.append(process)
         return process
+
+    def fault(self, service: str, **plan: object) -> None:
+        """Arm a devnet fault plan on `service` (horizon, anchor, pix)."""
+        httpx.post(f"{self.urls[service]}/dev/faults", json=plan, timeout=5).raise_for_status()
+
+    def rpc(self, method: str, *params: object) -> object:
+        """A JSON-RPC call to the Substrate devnet."""
+        answer = httpx.post(
+            self.node_http_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+            timeout=5,
+        ).json()
+        assert "error" not in answer, answer
+        return answer["result"]
 
     def kill_workers(self) -> None:
         """SIGKILL every worker: no drain, no cleanup, as a crashed node."""
@@ -144,6 +164,7 @@ def system(database_url: str, aio_loop: LoopThread, tmp_path: Path) -> Iterator[
             **chains,
             "GRPC_PORT": str(ramp_port),
             "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
         },
         tmp_path / "ramp.log",
     )
@@ -175,6 +196,9 @@ def system(database_url: str, aio_loop: LoopThread, tmp_path: Path) -> Iterator[
             },
             workdir=tmp_path,
             node_http_url=node_http,
+            ramp_target=f"127.0.0.1:{ramp_port}",
+            admin_token=ADMIN_TOKEN,
+            urls={"horizon": horizon_url, "anchor": chains["ANCHOR_URL"], "pix": pix_url},
         )
         yield running
     finally:
