@@ -47,6 +47,10 @@ lint: $(GEN)
 bench: $(GEN)
 	$(PY) -m bench $(ARGS)
 
+## demo: one SELL and one BUY ramp end to end through the REST gateway (needs `make run`)
+demo: $(GEN)
+	$(PY) -m pendulumpay_client.demo
+
 ## migrate: apply every schema's migrations to DATABASE_URL
 migrate: $(GEN)
 	$(PY) -m devstack migrate

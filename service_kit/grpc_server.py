@@ -130,7 +130,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 )
                 raise AssertionError("unreachable") from exc
             finally:
-                if self._log_rpcs:
+                # Health probes (Envoy checks every second) would drown everything else.
+                if self._log_rpcs and not method.startswith("/grpc.health."):
                     log.info(
                         "rpc",
                         extra={

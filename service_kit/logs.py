@@ -42,3 +42,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Client libraries log every request at INFO (a worker polls partners several times a
+    # second); their failures reach our own logs as classified errors instead.
+    for noisy in ("httpx", "httpcore", "websocket", "substrateinterface", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

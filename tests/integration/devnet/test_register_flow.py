@@ -3,15 +3,18 @@ register → sign exactly as a browser would → start; and the rejections on th
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
 import grpc
 import pytest
+from scalecodec.base import ScaleBytes
 from stellar_sdk import Keypair as StellarKeypair
-from stellar_sdk import TransactionEnvelope
+from stellar_sdk import MuxedAccount, TextMemo, TransactionEnvelope
 from substrateinterface import Keypair as SubstrateKeypair
 
 from devnet.anchor.app import AnchorConfig
@@ -213,3 +216,140 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     )
     assert started.status == ramp_pb2.Ramp.RUNNING
     assert Decimal(started.quote.output_amount) > 0
+
+
+def sell_register_request(
+    quote_id: str, stellar: str, pendulum: str
+) -> ramp_pb2.RegisterRampRequest:
+    return ramp_pb2.RegisterRampRequest(
+        quote_id=quote_id,
+        signing_accounts=[
+            ramp_pb2.SigningAccount(network="stellar", address=stellar),
+            ramp_pb2.SigningAccount(network="pendulum", address=pendulum),
+        ],
+        additional_data=ramp_pb2.AdditionalData(
+            wallet_address=pendulum, destination="DE89370400440532013000"
+        ),
+    )
+
+
+def test_racing_registers_on_one_quote_make_exactly_one_ramp(stack: Stack) -> None:
+    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
+    bodies = [
+        sell_register_request(quote.id, StellarKeypair.random().public_key, p.ss58_address)
+        for p in (ephemeral_pendulum(), ephemeral_pendulum())
+    ]
+    barrier = threading.Barrier(8)
+
+    def register(i: int) -> tuple[int, str]:
+        barrier.wait()
+        try:
+            return i % 2, stack.ramps.RegisterRamp(bodies[i % 2], timeout=60).id
+        except grpc.RpcError as exc:
+            return i % 2, failure(exc).reason
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(register, range(8)))
+    ramp_ids = {r for _, r in results if not r.isupper()}
+    assert len(ramp_ids) == 1, results
+    winners = {body for body, r in results if r in ramp_ids}
+    assert len(winners) == 1  # every call with the winning body got the same ramp
+    assert all(r == "QUOTE_CONSUMED" for body, r in results if body not in winners), results
+    listed = stack.ramps.ListRamps(
+        ramp_pb2.ListRampsRequest(
+            wallet_address=bodies[winners.pop()].additional_data.wallet_address
+        ),
+        timeout=5,
+    )
+    assert [r.id for r in listed.ramps] == list(ramp_ids)
+
+
+def test_start_refuses_tampered_and_malformed_transactions(stack: Stack, node: Node) -> None:
+    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
+    stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
+    ramp = stack.ramps.RegisterRamp(
+        sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address), timeout=30
+    )
+    good = sign_all(ramp, {"stellar": stellar, "pendulum": pendulum}, stack.passphrase)
+    index = {(t.phase, t.network): i for i, t in enumerate(good)}
+    payment_at = index[("stellarPayment", "stellar")]
+
+    def resigned(change: Callable[[TransactionEnvelope], None]) -> str:
+        envelope = TransactionEnvelope.from_xdr(
+            ramp.unsigned_txs[payment_at].tx_data, stack.passphrase
+        )
+        change(envelope)
+        envelope.sign(stellar)
+        return envelope.to_xdr()
+
+    def set_amount(e: TransactionEnvelope) -> None:
+        e.transaction.operations[0].amount = Decimal("999")  # type: ignore[attr-defined]
+
+    def set_destination(e: TransactionEnvelope) -> None:
+        e.transaction.operations[0].destination = MuxedAccount(StellarKeypair.random().public_key)  # type: ignore[attr-defined]
+
+    def set_memo(e: TransactionEnvelope) -> None:
+        e.transaction.memo = TextMemo("someone-else")
+
+    def set_sequence(e: TransactionEnvelope) -> None:
+        e.transaction.sequence += 1
+
+    client = node.interface()
+    client.init_runtime()  # type: ignore[attr-defined]
+    swap_at = index[("nablaSwap", "pendulum")]
+    call = client.runtime_config.create_scale_object(  # type: ignore[attr-defined]
+        "Call",
+        data=ScaleBytes(ramp.unsigned_txs[swap_at].meta["call"]),
+        metadata=client.metadata,  # type: ignore[attr-defined]
+    )
+    call.decode()
+    wrong_nonce = str(
+        client.create_signed_extrinsic(
+            call, pendulum, nonce=ramp.unsigned_txs[swap_at].nonce + 1
+        ).data  # type: ignore[attr-defined]
+    )
+    cases: list[tuple[int, dict[str, str], str]] = [
+        (payment_at, {"tx_data": resigned(set_amount)}, "PRESIGNED_TX_MISMATCH"),
+        (payment_at, {"tx_data": resigned(set_destination)}, "PRESIGNED_TX_MISMATCH"),
+        (payment_at, {"tx_data": resigned(set_memo)}, "PRESIGNED_TX_MISMATCH"),
+        (payment_at, {"tx_data": resigned(set_sequence)}, "PRESIGNED_TX_MISMATCH"),
+        (payment_at, {"tx_data": "not an envelope!"}, "PRESIGNED_TX_MALFORMED"),
+        (swap_at, {"tx_data": wrong_nonce}, "PRESIGNED_TX_MISMATCH"),
+        (swap_at, {"tx_data": "0xzz12"}, "PRESIGNED_TX_MALFORMED"),
+        (swap_at, {"tx_data": "0x" + "00" * 40}, "PRESIGNED_TX_MALFORMED"),
+        (swap_at, {"signature": "0x" + "ab" * 10}, "PRESIGNED_TX_MALFORMED"),
+    ]
+    for at, replacement, expected in cases:
+        tampered = list(good)
+        original = good[at]
+        tampered[at] = ramp_pb2.PresignedTx(
+            phase=original.phase,
+            network=original.network,
+            signer=original.signer,
+            nonce=original.nonce,
+            **replacement,
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            stack.ramps.StartRamp(
+                ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=tampered), timeout=30
+            )
+        assert failure(exc.value).reason == expected, (replacement, failure(exc.value))
+    # A wrong nonce in the envelope's description is a request error naming the field.
+    described = list(good)
+    described[swap_at] = ramp_pb2.PresignedTx(
+        phase=good[swap_at].phase,
+        network="pendulum",
+        signer=good[swap_at].signer,
+        nonce=good[swap_at].nonce + 1,
+        signature=good[swap_at].signature,
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        stack.ramps.StartRamp(
+            ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=described), timeout=30
+        )
+    assert failure(exc.value).reason == "INVALID_RAMP_REQUEST"
+    # Nothing was lost: the untampered set still starts the ramp.
+    started = stack.ramps.StartRamp(
+        ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=good), timeout=30
+    )
+    assert started.status == ramp_pb2.Ramp.RUNNING
