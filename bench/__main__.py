@@ -51,6 +51,11 @@ def run(quick: bool) -> dict[str, Any]:
         w["quote_create"] = _row(
             "quote_create", *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
         )
+        combined, halves = asyncio.run(
+            workloads.register_start(sut.ramp_address, sut.quote_address, sut.passphrase, seconds)
+        )
+        w["register_start"] = combined
+        results["register_start_parts"] = halves
         ids = workloads.seed_polled_ramps(sut.database_url, 50)
         w["status_poll_grpc"] = _row(
             "status_poll_grpc",

@@ -39,14 +39,19 @@ def _result(hist: HdrHistogram, done: int, errors: int, elapsed: float) -> Resul
     return Result(round(done / elapsed, 1), ms(50), ms(99), ms(99.9), errors, done + errors)
 
 
-async def closed_loop(call: Call, concurrency: int, seconds: float) -> Result:
-    """`concurrency` workers calling back to back for `seconds`: the peak throughput."""
+async def closed_loop(
+    call: Call, concurrency: int, seconds: float, budget: int | None = None
+) -> Result:
+    """`concurrency` workers calling back to back for `seconds` (or until `budget` calls were
+    made, for calls that use up prepared requests): the peak throughput."""
     hist, done, errors = _histogram(), 0, 0
     deadline = time.perf_counter() + seconds
+    left = budget if budget is not None else -1
 
     async def worker() -> None:
-        nonlocal done, errors
-        while time.perf_counter() < deadline:
+        nonlocal done, errors, left
+        while time.perf_counter() < deadline and left != 0:
+            left -= 1
             started = time.perf_counter()
             try:
                 await call()

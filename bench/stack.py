@@ -14,6 +14,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import make_url
 
+from devnet.horizon.app import DEVNET_PASSPHRASE
+from devnet.keys import load_or_create_keys
 from devstack.database import migrate_all
 from service_kit.db import libpq_url
 from service_kit.embedded_pg import start_embedded_postgres
@@ -32,6 +34,7 @@ class Stack:
     echo_address: str
     ramp_address: str
     rest_url: str
+    passphrase: str
 
 
 def fresh_database() -> str:
@@ -63,6 +66,17 @@ def start(stack: ExitStack) -> Stack:
     url = fresh_database()
     echo_port, quote_port, ramp_port = free_port(), free_port(), free_port()
     spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
+    devnet = {name: free_port() for name in ("horizon", "anchor", "pix", "substrate")}
+    keys_file = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "keys.json"
+    keys = load_or_create_keys(keys_file)
+    spawn(
+        stack,
+        ["-m", "devnet"],
+        {
+            "DEVNET_KEYS_FILE": str(keys_file),
+            **{f"DEVNET_{name.upper()}_PORT": str(port) for name, port in devnet.items()},
+        },
+    )
     spawn(
         stack,
         ["-m", "quote_service"],
@@ -76,6 +90,12 @@ def start(stack: ExitStack) -> Stack:
             "GRPC_PORT": str(ramp_port),
             "DB_POOL_SIZE": "20",
             "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
+            "HORIZON_URL": f"http://127.0.0.1:{devnet['horizon']}",
+            "SUBSTRATE_URL": f"ws://127.0.0.1:{devnet['substrate']}",
+            "ANCHOR_URL": f"http://127.0.0.1:{devnet['anchor']}",
+            "PIX_URL": f"http://127.0.0.1:{devnet['pix']}",
+            "STELLAR_FUNDING_SECRET": keys["stellar_funding"],
+            "PENDULUM_FUNDING_SEED": keys["pendulum_funding"],
         },
     )
     wait_serving(f"127.0.0.1:{quote_port}")
@@ -95,4 +115,5 @@ def start(stack: ExitStack) -> Stack:
         f"127.0.0.1:{echo_port}",
         f"127.0.0.1:{ramp_port}",
         gateway.url,
+        DEVNET_PASSPHRASE,
     )

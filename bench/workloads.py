@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ import grpc
 import psycopg
 from sqlalchemy import create_engine as create_sync_engine
 
-from bench.loadgen import Result, measure
+from bench.loadgen import Result, closed_loop, measure, open_loop
 from cleanup_job.config import CleanupSettings
 from cleanup_job.job import CleanupJob, Summary
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
@@ -143,11 +144,106 @@ class Noop:
         return Advance()
 
 
-async def phase_advance(
-    database_url: str, seconds: float, window: float, workers: int = 2
-) -> tuple[float, float]:
-    """Ramps completed per second by `workers` processors, and last-window rate / first-window."""
-    engine = create_engine(ServiceSettings(database_url=database_url, db_pool_size=20), "bench")
+async def register_start(
+    ramp_address: str, quote_address: str, passphrase: str, seconds: float
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """RegisterRamp (quote consumed over gRPC, freshness checked on both devnet chains, every
+    transaction built, the anchor withdrawal opened) then StartRamp (every presigned transaction
+    verified). Quotes and ephemeral keys are made, and registered ramps signed, outside the
+    timed windows. Returns the combined row (one register plus one start per ramp: their rates
+    combined harmonically, their latencies added) and each half's own row; plus the count of
+    ramps 16 concurrent retries of one start left RUNNING (must be exactly 1)."""
+    from stellar_sdk import Keypair as StellarKeypair
+    from substrateinterface import Keypair as SubstrateKeypair
+
+    from tests.support.signing import sign_all
+
+    async with (
+        grpc.aio.insecure_channel(quote_address) as quote_channel,
+        grpc.aio.insecure_channel(ramp_address) as ramp_channel,
+    ):
+        quotes = quote_pb2_grpc.QuoteServiceStub(quote_channel)
+        ramps = ramp_pb2_grpc.RampServiceStub(ramp_channel)
+        pool_size = 600 + int(120 * seconds)
+        quote_ids: list[str] = []
+        while len(quote_ids) < pool_size:
+            batch = await asyncio.gather(*(quotes.CreateQuote(SELL, timeout=10) for _ in range(32)))
+            quote_ids += [q.id for q in batch]
+        prepared = []
+        for quote_id in quote_ids:
+            stellar = StellarKeypair.random()
+            pendulum = SubstrateKeypair.create_from_seed(os.urandom(32).hex(), ss58_format=56)
+            request = ramp_pb2.RegisterRampRequest(
+                quote_id=quote_id,
+                signing_accounts=[
+                    ramp_pb2.SigningAccount(network="stellar", address=stellar.public_key),
+                    ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address),
+                ],
+                additional_data=ramp_pb2.AdditionalData(
+                    wallet_address=pendulum.ss58_address, destination="DE89370400440532013000"
+                ),
+            )
+            prepared.append((request, {"stellar": stellar, "pendulum": pendulum}))
+        registered: list[tuple[ramp_pb2.Ramp, dict[str, object]]] = []
+        requests = iter(prepared)
+
+        async def register() -> None:
+            request, keys = next(requests)
+            registered.append((await ramps.RegisterRamp(request, timeout=30), keys))
+
+        reg_peak, reg_half = await measure(register, seconds, concurrency=16)
+        signed = [
+            ramp_pb2.StartRampRequest(
+                ramp_id=ramp.id, presigned_txs=sign_all(ramp, keys, passphrase)
+            )
+            for ramp, keys in registered
+        ]
+        # 16 concurrent retries of one start: one RUNNING ramp, one start event.
+        retried = signed.pop()
+        answers = await asyncio.gather(
+            *(
+                ramps.StartRamp(retried, metadata=(("idempotency-key", "bench-retry"),), timeout=30)
+                for _ in range(16)
+            ),
+            return_exceptions=True,
+        )
+        running_ids = {a.id for a in answers if isinstance(a, ramp_pb2.Ramp)}
+        starts = iter(signed)
+
+        async def start() -> None:
+            await ramps.StartRamp(next(starts), timeout=30)
+
+        # Half the signed ramps for the peak, the other half for latency at half that rate.
+        half = len(signed) // 2
+        start_peak = await closed_loop(start, 16, seconds, budget=half)
+        rate = max(1.0, start_peak.qps / 2)
+        start_half = await open_loop(start, rate, (len(signed) - half) / rate)
+
+    def row(peak: Result, at_half: Result) -> dict[str, float]:
+        return {
+            "qps": peak.qps,
+            "p50_ms": at_half.p50_ms,
+            "p99_ms": at_half.p99_ms,
+            "p999_ms": at_half.p999_ms,
+            "errors": float(peak.errors + at_half.errors),
+        }
+
+    reg, sta = row(reg_peak, reg_half), row(start_peak, start_half)
+    combined = {
+        "qps": 1 / (1 / reg["qps"] + 1 / sta["qps"]) if reg["qps"] and sta["qps"] else 0.0,
+        "p50_ms": reg["p50_ms"] + sta["p50_ms"],
+        "p99_ms": reg["p99_ms"] + sta["p99_ms"],
+        "p999_ms": reg["p999_ms"] + sta["p999_ms"],
+        "errors": reg["errors"] + sta["errors"],
+        "start_retries_ramps_running": float(len(running_ids)),
+    }
+    return combined, {"register": reg, "start": sta}
+
+
+async def _drive_processor(database_url: str, owner: str, stop: threading.Event) -> None:
+    # Enough connections for both processors' batches: overflow connections are closed on
+    # return, and a new PostgreSQL backend per statement costs more than the statement.
+    engine = create_engine(ServiceSettings(database_url=database_url, db_pool_size=24), "bench")
     sessions = session_factory(engine)
 
     async def load(ramp_id: uuid.UUID) -> RampRecord:
@@ -157,44 +253,77 @@ async def phase_advance(
         return record
 
     handlers = {p.name: Noop() for p in (*SELL_V1.phases, *SELL_V1.cleanup)}
-    processors = [
-        PhaseProcessor(
-            WorkQueue(sessions, f"bench-{i}", timedelta(seconds=30), lambda: datetime.now(UTC)),
-            load,
-            handlers,
-            ProcessorConfig(batch_size=10),
-            WorkerMetrics(),
-        )
-        for i in range(workers)
-    ]
-    stop = asyncio.Event()
-    runners = [asyncio.ensure_future(p.run_forever(stop)) for p in processors]
+    processor = PhaseProcessor(
+        WorkQueue(sessions, owner, timedelta(seconds=30), lambda: datetime.now(UTC)),
+        load,
+        handlers,
+        ProcessorConfig(batch_size=10, poll_interval=timedelta(milliseconds=20)),
+        WorkerMetrics(),
+    )
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    async def completed() -> int:
-        async with sessions.begin() as session:
-            from sqlalchemy import text
+    def relay() -> None:
+        stop.wait()
+        loop.call_soon_threadsafe(done.set)
 
-            return int(
-                await session.scalar(
-                    text(
-                        "SELECT count(*) FROM ramp.ramps"
-                        " WHERE status = 'COMPLETE' AND cleanup_phase IS NULL"
-                    )
-                )
-                or 0
-            )
-
-    start_count = await completed()
-    await asyncio.sleep(window)
-    first = (await completed() - start_count) / window
-    await asyncio.sleep(max(0.0, seconds - 2 * window))
-    before_last = await completed()
-    await asyncio.sleep(window)
-    last = (await completed() - before_last) / window
-    total = (await completed() - start_count) / seconds
-    stop.set()
-    await asyncio.gather(*runners)
+    threading.Thread(target=relay, daemon=True).start()
+    # Two processors per process: one claims while the other's batch finishes.
+    await asyncio.gather(processor.run_forever(done), processor.run_forever(done))
     await engine.dispose()
+
+
+def _processor_process(database_url: str, owner: str, stop: object) -> None:
+    """One worker process (as in production: one per core)."""
+    import multiprocessing.synchronize
+
+    assert isinstance(stop, multiprocessing.synchronize.Event)
+    local = threading.Event()
+
+    def relay() -> None:
+        stop.wait()
+        local.set()
+
+    threading.Thread(target=relay, daemon=True).start()
+    asyncio.run(_drive_processor(database_url, owner, local))
+
+
+async def phase_advance(
+    database_url: str, seconds: float, window: float, workers: int | None = None
+) -> tuple[float, float]:
+    """Ramps completed per second by one processor process per core, and last-window rate /
+    first-window rate."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    processes = [
+        context.Process(target=_processor_process, args=(database_url, f"bench-{i}", stop))
+        for i in range(workers or os.cpu_count() or 2)
+    ]
+
+    def completed() -> int:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM ramp.ramps"
+                " WHERE status = 'COMPLETE' AND cleanup_phase IS NULL"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    for process in processes:
+        process.start()
+    await asyncio.sleep(3)  # let the processes import and connect before measuring
+    start_count = completed()
+    await asyncio.sleep(window)
+    first = (completed() - start_count) / window
+    await asyncio.sleep(max(0.0, seconds - 2 * window))
+    before_last = completed()
+    await asyncio.sleep(window)
+    last = (completed() - before_last) / window
+    total = (completed() - start_count) / seconds
+    stop.set()
+    for process in processes:
+        process.join(timeout=30)
     return total, (last / first if first else 0.0)
 
 

@@ -111,10 +111,13 @@ class PhaseProcessor:
 
     async def _steps(self, claim: Claim) -> None:
         flow = FLOWS[claim.flow_version]
-        while await self._step(claim, flow):
+        # Loaded once per claim: what handlers read (quote, accounts, transactions, partner
+        # data) does not change while a ramp runs; phase and status come from the claim.
+        record = await self._load_ramp(claim.ramp_id)
+        while await self._step(claim, flow, record):
             pass
 
-    async def _step(self, claim: Claim, flow: Flow) -> bool:
+    async def _step(self, claim: Claim, flow: Flow, record: RampRecord) -> bool:
         """Run the active phase once and apply its outcome; True when the ramp can go on now."""
         phase = claim.active_phase
         handler = self._handlers.get(phase)
@@ -126,7 +129,6 @@ class PhaseProcessor:
                 error=ErrorEntry(phase, "NO_HANDLER", f"no handler for {phase}", False),
             )
             return False
-        record = await self._load_ramp(claim.ramp_id)
         ctx = PhaseContext(
             record,
             phase,

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
+from ramp_service.db.models import RampErrorRow, RampRow
+from service_kit.db import autocommit_session_factory
 
 CLAIM_SQL = text(
     """
@@ -33,6 +34,40 @@ CLAIM_SQL = text(
     FROM due WHERE r.id = due.id
     RETURNING r.id, r.generation, r.status, r.current_phase, r.cleanup_phase, r.flow_version,
               r.attempts, r.phase_started_at
+    """
+)
+
+
+# A fenced compare-and-swap of the ramp row plus its phase event (and error, when given), as one
+# statement: the event and error rows exist only if the swap matched. Prepared once, one round
+# trip, atomic on an autocommit connection.
+MOVE_SQL = text(
+    """
+    WITH moved AS (
+        UPDATE ramp.ramps
+        SET current_phase = :phase_to, status = :status_to, cleanup_phase = :cleanup,
+            attempts = 0, next_attempt_at = :now, phase_started_at = :now, updated_at = :now,
+            status_reason = COALESCE(CAST(:reason AS text), status_reason)
+        WHERE id = :id AND generation = :generation AND lease_owner = :owner
+          AND (NOT :check_phase OR (current_phase = :phase_from AND status = :status_from))
+        RETURNING id
+    ), event AS (
+        INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note,
+                                       created_at)
+        SELECT id, :event_from, :event_to, :event_status, :actor, :note, :now FROM moved
+    ), error AS (
+        INSERT INTO ramp.errors (ramp_id, phase, reason, message, recoverable, created_at)
+        SELECT id, CAST(:e_phase AS text), :e_reason, :e_message, :e_recoverable, :now
+        FROM moved WHERE CAST(:e_phase AS text) IS NOT NULL
+    )
+    SELECT count(*) FROM moved
+    """
+)
+
+RELEASE_SQL = text(
+    """
+    UPDATE ramp.ramps SET lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = :id AND generation = :generation AND lease_owner = :owner
     """
 )
 
@@ -83,6 +118,7 @@ class WorkQueue:
         clock: Callable[[], datetime],
     ) -> None:
         self.sessions = sessions
+        self._autocommit = autocommit_session_factory(sessions.kw["bind"])
         self.owner = owner
         self.lease_for = lease_for
         self.clock = clock
@@ -201,26 +237,31 @@ class WorkQueue:
         now = values["updated_at"]
         if actor == "worker":
             actor = f"worker:{self.owner}"  # which process made the move
-        conditions = self._fenced(claim)
-        if check_phase:
-            conditions += [RampRow.current_phase == claim.phase, RampRow.status == claim.status]
-        async with self.sessions.begin() as session:
-            result = await session.execute(update(RampRow).where(*conditions).values(**values))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+        params = {
+            "id": claim.ramp_id,
+            "generation": claim.generation,
+            "owner": self.owner,
+            "check_phase": check_phase,
+            "phase_from": claim.phase,
+            "status_from": claim.status,
+            "phase_to": values.get("current_phase", claim.phase),
+            "status_to": values.get("status", claim.status),
+            "cleanup": values["cleanup_phase"],
+            "reason": values.get("status_reason"),
+            "now": now,
+            "event_from": claim.active_phase,
+            "event_to": event_phase,
+            "event_status": event_status,
+            "actor": actor,
+            "note": note,
+            "e_phase": error.phase if error else None,
+            "e_reason": error.reason if error else None,
+            "e_message": error.message[:2000] if error else None,
+            "e_recoverable": error.recoverable if error else None,
+        }
+        async with self._autocommit() as session:
+            if await session.scalar(MOVE_SQL, params) != 1:
                 raise LeaseLost(str(claim.ramp_id))
-            session.add(
-                PhaseEventRow(
-                    ramp_id=claim.ramp_id,
-                    from_phase=claim.active_phase,
-                    to_phase=event_phase,
-                    status=event_status,
-                    actor=actor,
-                    note=note,
-                    created_at=now,
-                )
-            )
-            if error is not None:
-                session.add(self._error_row(claim, error, now))  # type: ignore[arg-type]
 
     async def reschedule(self, claim: Claim, delay: timedelta, error: ErrorEntry | None) -> None:
         """Try the same phase again after `delay`; a recorded error counts as an attempt."""
@@ -246,11 +287,10 @@ class WorkQueue:
 
     async def release(self, claim: Claim) -> None:
         """Give the lease back (no-op when it is no longer ours)."""
-        async with self.sessions.begin() as session:
+        async with self._autocommit() as session:
             await session.execute(
-                update(RampRow)
-                .where(*self._fenced(claim))
-                .values(lease_owner=None, lease_expires_at=None)
+                RELEASE_SQL,
+                {"id": claim.ramp_id, "generation": claim.generation, "owner": self.owner},
             )
 
     def _error_row(self, claim: Claim, error: ErrorEntry, now: datetime) -> RampErrorRow:

@@ -30,6 +30,7 @@ from tests.support.aio import FakeClock, LoopThread
 from tests.support.grpc_errors import failure
 from tests.support.http_apps import serve
 from tests.support.quotes import sell_request
+from tests.support.signing import sign_all
 
 
 @dataclass
@@ -82,26 +83,6 @@ def stack(
 
 def ephemeral_pendulum() -> SubstrateKeypair:
     return SubstrateKeypair.create_from_uri(f"//eph-{uuid.uuid4().hex}", ss58_format=56)
-
-
-def sign_all(
-    ramp: ramp_pb2.Ramp, keys: dict[str, object], passphrase: str
-) -> list[ramp_pb2.PresignedTx]:
-    """What the browser does with each unsigned transaction."""
-    signed = []
-    for tx in ramp.unsigned_txs:
-        presigned = ramp_pb2.PresignedTx(
-            phase=tx.phase, network=tx.network, signer=tx.signer, nonce=tx.nonce
-        )
-        if tx.network == "stellar":
-            envelope = TransactionEnvelope.from_xdr(tx.tx_data, passphrase)
-            envelope.sign(keys["stellar"])  # type: ignore[arg-type]
-            presigned.tx_data = envelope.to_xdr()
-        else:
-            signature = keys["pendulum"].sign(bytes.fromhex(tx.tx_data[2:]))  # type: ignore[attr-defined]
-            presigned.signature = "0x" + signature.hex()
-        signed.append(presigned)
-    return signed
 
 
 def test_sell_corridor_register_sign_start(stack: Stack) -> None:
