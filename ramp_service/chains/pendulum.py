@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
+from substrateinterface.utils.ss58 import ss58_decode
 
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from service_kit.errors import FieldViolation, InvalidInput
@@ -86,6 +87,8 @@ class PendulumChain:
         self._offline_lock = threading.RLock()
         # Connected, initialized clients for network work, one per thread at a time.
         self._idle: queue.SimpleQueue[SubstrateInterface] = queue.SimpleQueue()
+        # Whether our byte layout of signed extrinsics matches scalecodec's (learned once).
+        self._layout_ok: bool | None = None
 
     def _client(self) -> SubstrateInterface:
         return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
@@ -231,9 +234,68 @@ class PendulumChain:
         era_obj = self._metadata_client().runtime_config.create_scale_object("Era")
         return bytes(era_obj.encode(dict(era) if era else "00").data)
 
-    @_serialized
+    def _layout(self, issued: IssuedCall) -> tuple[bytes, bytes]:
+        """The signed extrinsic's bytes before and after the sr25519 signature: version,
+        MultiAddress::Id of the signer, then era, nonce, zero tip and the issued call."""
+        head = b"\x84\x00" + bytes.fromhex(ss58_decode(issued.signer))
+        era = b"\x00" if issued.era is None else self._era_bytes(issued.era)
+        tail = era + _compact(issued.nonce) + _compact(0) + bytes.fromhex(issued.call_hex[2:])
+        return head, tail
+
+    def _framed(self, issued: IssuedCall, signature: bytes) -> bytes:
+        head, tail = self._layout(issued)
+        body = head + b"\x01" + signature + tail
+        return _compact(len(body)) + body
+
     def assemble(self, issued: IssuedCall, signature_hex: str) -> str:
-        """The signed extrinsic from a detached sr25519 signature over the issued payload."""
+        """The signed extrinsic from a detached sr25519 signature over the issued payload.
+
+        Built from bytes; the first assembly is also built by scalecodec and the byte layout is
+        only trusted from then on if both agree (else scalecodec builds every one)."""
+        try:
+            signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        except ValueError:
+            raise invalid_presigned("PRESIGNED_TX_MALFORMED", "the signature is not hex") from None
+        if len(signature) != 64:
+            raise invalid_presigned("PRESIGNED_TX_MALFORMED", "an sr25519 signature is 64 bytes")
+        if self._layout_ok is None:
+            reference = self._assemble_scale(issued, signature)
+            self._layout_ok = reference == "0x" + self._framed(issued, signature).hex()
+            return reference
+        if self._layout_ok:
+            return "0x" + self._framed(issued, signature).hex()
+        return self._assemble_scale(issued, signature)
+
+    def verify_presigned(self, issued: IssuedCall, signed_hex: str) -> str:
+        """The signed extrinsic, checked against what was issued; raises InvalidInput.
+
+        Fast path: the bytes must be exactly the issued extrinsic around a valid sr25519
+        signature of the signer. Anything else is decoded to say what is wrong."""
+        try:
+            data = bytes.fromhex(signed_hex.removeprefix("0x"))
+        except ValueError:
+            data = b""
+        head, _ = self._layout(issued)
+        at = {0: 1, 1: 2, 2: 4}.get(data[0] & 3, 0) if data else 0
+        signature = data[at + len(head) + 1 : at + len(head) + 65] if at else b""
+        if self._layout_ok and len(signature) == 64 and data == self._framed(issued, signature):
+            signer = Keypair(
+                ss58_address=issued.signer,
+                crypto_type=KeypairType.SR25519,
+                ss58_format=SS58_FORMAT,
+            )
+            payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
+            if signer.verify(payload, signature):
+                return signed_hex
+        verified = self._verify_decoded(issued, signed_hex)
+        if self._layout_ok is None and len(signature) == 64:
+            self._layout_ok = data == self._framed(issued, signature)
+        return verified
+
+    @_serialized
+    def _assemble_scale(self, issued: IssuedCall, signature: bytes) -> str:
+        """The signed extrinsic built by scalecodec (the reference the byte layout is checked
+        against)."""
         client = self._metadata_client()
         call = client.runtime_config.create_scale_object(
             "Call", data=ScaleBytes(issued.call_hex), metadata=client.metadata
@@ -242,9 +304,6 @@ class PendulumChain:
         signer = Keypair(
             ss58_address=issued.signer, crypto_type=KeypairType.SR25519, ss58_format=SS58_FORMAT
         )
-        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
-        if len(signature) != 64:
-            raise invalid_presigned("PRESIGNED_TX_MALFORMED", "an sr25519 signature is 64 bytes")
         extrinsic = client.create_signed_extrinsic(
             call,
             signer,
@@ -255,8 +314,8 @@ class PendulumChain:
         return str(extrinsic.data)
 
     @_serialized
-    def verify_presigned(self, issued: IssuedCall, signed_hex: str) -> str:
-        """The signed extrinsic, checked against what was issued; raises InvalidInput."""
+    def _verify_decoded(self, issued: IssuedCall, signed_hex: str) -> str:
+        """Decode with scalecodec and name what differs (the slow path, for rejections)."""
         client = self._metadata_client()
         try:
             extrinsic = client.runtime_config.create_scale_object(
@@ -391,6 +450,18 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def _compact(n: int) -> bytes:
+    """SCALE compact encoding of a non-negative integer."""
+    if n < 1 << 6:
+        return bytes([n << 2])
+    if n < 1 << 14:
+        return ((n << 2) | 1).to_bytes(2, "little")
+    if n < 1 << 30:
+        return ((n << 2) | 2).to_bytes(4, "little")
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "little")
+    return bytes([((len(raw) - 4) << 2) | 3]) + raw
 
 
 def extrinsic_hash(signed_hex: str) -> str:

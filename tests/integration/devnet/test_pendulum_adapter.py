@@ -96,6 +96,25 @@ def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
         assert exc.value.reason == reason, name
     with pytest.raises(InvalidInput):
         chain.assemble(issued, "0x1234")
+    with pytest.raises(InvalidInput):
+        chain.assemble(issued, "0xnot-hex")
+    assert chain._layout_ok is True  # the rejections above went through the byte fast path
+
+
+def test_byte_layout_matches_scalecodec(node: Node, chain: PendulumChain) -> None:
+    """The fast path builds extrinsics from bytes; they must equal scalecodec's for every
+    compact width of the nonce and for mortal eras."""
+    eph = Keypair.create_from_uri("//Layout", ss58_format=56)
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    call = chain.token_transfer(dest, "USDC", Decimal("1"))
+    for nonce, era in ((0, None), (63, None), (64, None), (70_000, None), (2**31, None), (5, 64)):
+        issued = chain.issue(call, eph.ss58_address, nonce, era_period=era)
+        signature = bytes.fromhex(sign(issued, eph)[2:])
+        assert "0x" + chain._framed(issued, signature).hex() == chain._assemble_scale(
+            issued, signature
+        ), (nonce, era)
+        signed = chain.assemble(issued, "0x" + signature.hex())
+        assert chain.verify_presigned(issued, signed) == signed
 
 
 def test_a_dropped_response_leaves_the_extrinsic_applied_and_findable(
