@@ -23,6 +23,10 @@ from tests.support.envoy import start_gateway
 from tests.support.processes import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
+# Server processes per service on a shared port (SO_REUSEPORT). One by default: on a 2-core
+# machine the load generator and PostgreSQL already share the cores, and two processes per
+# service measured no gain (README, Performance).
+PROCESSES = os.environ.get("BENCH_SERVICE_PROCESSES", "1")
 
 
 @dataclass
@@ -80,7 +84,12 @@ def start(stack: ExitStack) -> Stack:
     spawn(
         stack,
         ["-m", "quote_service"],
-        {"DATABASE_URL": url, "GRPC_PORT": str(quote_port), "DB_POOL_SIZE": "20"},
+        {
+            "DATABASE_URL": url,
+            "GRPC_PORT": str(quote_port),
+            "DB_POOL_SIZE": "20",
+            "GRPC_PROCESSES": PROCESSES,
+        },
     )
     spawn(
         stack,
@@ -89,6 +98,7 @@ def start(stack: ExitStack) -> Stack:
             "DATABASE_URL": url,
             "GRPC_PORT": str(ramp_port),
             "DB_POOL_SIZE": "20",
+            "GRPC_PROCESSES": PROCESSES,
             "QUOTE_SERVICE_TARGET": f"127.0.0.1:{quote_port}",
             "HORIZON_URL": f"http://127.0.0.1:{devnet['horizon']}",
             "SUBSTRATE_URL": f"ws://127.0.0.1:{devnet['substrate']}",

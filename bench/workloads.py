@@ -7,7 +7,10 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import grpc
@@ -35,31 +38,57 @@ from tests.support.ramps import insert_registered, insert_running, sell_record
 SELL = sell_request()
 
 
+CONNECTIONS = 4  # clients arrive over several connections (Envoy keeps one per worker thread)
+
+
+@asynccontextmanager
+async def channels(address: str) -> AsyncIterator[Callable[[], grpc.aio.Channel]]:
+    """`CONNECTIONS` channels with their own TCP connections, handed out round-robin, so a
+    server running one process per core (SO_REUSEPORT) sees its connections spread."""
+    opened = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+    turn = iter(range(10**12))
+    try:
+        yield lambda: opened[next(turn) % len(opened)]
+    finally:
+        for channel in opened:
+            await channel.close()
+
+
 async def echo(address: str, seconds: float) -> tuple[Result, Result]:
     """The bare grpc.aio echo server through the same load generator."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary("/bench.Echo/Echo")
+    async with channels(address) as channel:
+        calls = [channel().unary_unary("/bench.Echo/Echo") for _ in range(CONNECTIONS)]
         payload = b"x" * 64
-        return await measure(lambda: call(payload, timeout=5), seconds)
+        turn = iter(range(10**12))
+        return await measure(lambda: calls[next(turn) % CONNECTIONS](payload, timeout=5), seconds)
 
 
 async def quote_create(address: str, seconds: float) -> tuple[Result, Result]:
     """CreateQuote: pricing plus one durable insert."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = quote_pb2_grpc.QuoteServiceStub(channel)
-        return await measure(lambda: stub.CreateQuote(SELL, timeout=5), seconds)
+    async with channels(address) as channel:
+        stubs = [quote_pb2_grpc.QuoteServiceStub(channel()) for _ in range(CONNECTIONS)]
+        turn = iter(range(10**12))
+        return await measure(
+            lambda: stubs[next(turn) % CONNECTIONS].CreateQuote(SELL, timeout=5), seconds
+        )
 
 
 async def quote_get(address: str, seconds: float) -> tuple[Result, Result]:
     """GetQuote by id."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = quote_pb2_grpc.QuoteServiceStub(channel)
-        ids = [(await stub.CreateQuote(SELL, timeout=5)).id for _ in range(200)]
+    async with channels(address) as channel:
+        stubs = [quote_pb2_grpc.QuoteServiceStub(channel()) for _ in range(CONNECTIONS)]
+        ids = [(await stubs[0].CreateQuote(SELL, timeout=5)).id for _ in range(200)]
         requests = [quote_pb2.GetQuoteRequest(id=i) for i in ids]
         counter = iter(range(10**12))
-        return await measure(
-            lambda: stub.GetQuote(requests[next(counter) % 200], timeout=5), seconds
-        )
+
+        def call() -> Any:
+            n = next(counter)
+            return stubs[n % CONNECTIONS].GetQuote(requests[n % 200], timeout=5)
+
+        return await measure(call, seconds)
 
 
 def seed_polled_ramps(database_url: str, count: int) -> list[str]:
@@ -82,13 +111,16 @@ def seed_polled_ramps(database_url: str, count: int) -> list[str]:
 
 async def status_poll_grpc(address: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
     """GetRamp over gRPC, round-robin over `ids`."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = ramp_pb2_grpc.RampServiceStub(channel)
+    async with channels(address) as channel:
+        stubs = [ramp_pb2_grpc.RampServiceStub(channel()) for _ in range(CONNECTIONS)]
         requests = [ramp_pb2.GetRampRequest(id=i) for i in ids]
         counter = iter(range(10**12))
-        return await measure(
-            lambda: stub.GetRamp(requests[next(counter) % len(requests)], timeout=5), seconds
-        )
+
+        def call() -> Any:
+            n = next(counter)
+            return stubs[n % CONNECTIONS].GetRamp(requests[n % len(requests)], timeout=5)
+
+        return await measure(call, seconds)
 
 
 async def status_poll_rest(base_url: str, ids: list[str], seconds: float) -> tuple[Result, Result]:

@@ -47,6 +47,7 @@ def create_server(
         ),
         [SERVICE_NAME],
         log_rpcs=settings.log_rpcs,
+        reuse_port=settings.grpc_processes > 1,
     )
     running.on_stop.append(engine.dispose)
     return running, service

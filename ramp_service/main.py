@@ -67,6 +67,7 @@ def create_server(
         register,
         [SERVICE_NAME, ADMIN_SERVICE_NAME],
         log_rpcs=settings.log_rpcs,
+        reuse_port=settings.grpc_processes > 1,
         interceptors=[BearerTokenInterceptor(settings.admin_token.get_secret_value())],
     )
 

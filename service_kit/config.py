@@ -16,6 +16,9 @@ class ServiceSettings(BaseSettings):
 
     grpc_host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_processes: int = Field(
+        1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT)."
+    )
     database_url: str = Field(
         "", description="PostgreSQL URL. Empty means: start the embedded server (local runs)."
     )

@@ -8,8 +8,12 @@ the cross-cutting concerns (request id, access log, domain error → status mapp
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -235,6 +239,8 @@ def run_service(
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
 
+    children = _spawn_siblings(name, settings)
+
     async def serve() -> None:
         # The aio server must be built inside the loop that runs it.
         try:
@@ -243,7 +249,43 @@ def run_service(
             raise SystemExit(f"{name} cannot start: {exc}") from exc
         await serve_until_signal(running, settings.shutdown_grace_s)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        for child in children:  # forward the stop; each drains its own calls
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=settings.shutdown_grace_s + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+_CHILD_ENV = "SERVICE_KIT_SIBLING"
+
+
+def _die_with_parent() -> None:
+    """In a sibling process: get SIGTERM when the first process dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn_siblings(name: str, settings: ServiceSettings) -> list[subprocess.Popen[bytes]]:
+    """With GRPC_PROCESSES=N > 1, start N-1 more copies of this process on the same port
+    (SO_REUSEPORT: the kernel spreads connections over them), one per core."""
+    if settings.grpc_processes <= 1 or os.environ.get(_CHILD_ENV):
+        return []
+    if settings.grpc_port == 0:
+        raise SystemExit(f"{name}: GRPC_PROCESSES > 1 needs a fixed GRPC_PORT")
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    env = {**os.environ, _CHILD_ENV: "1"}
+    return [
+        subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+        for _ in range(settings.grpc_processes - 1)
+    ]
 
 
 __all__ = [

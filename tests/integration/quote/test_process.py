@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -71,3 +72,73 @@ def test_sigterm_drains_in_flight_calls(database_url: str) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_several_processes_share_the_port_and_stop_together(database_url: str) -> None:
+    port = free_port()
+    proc = start_module(
+        "quote_service",
+        {"DATABASE_URL": database_url, "GRPC_PORT": str(port), "GRPC_PROCESSES": "3"},
+    )
+    try:
+        wait_serving(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 20
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        siblings = _children(proc.pid)
+        assert len(siblings) == 2
+        for _ in range(8):  # separate connections, spread by the kernel over the processes
+            with grpc.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as channel:
+                quote_pb2_grpc.QuoteServiceStub(channel).CreateQuote(sell_request(), timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in siblings) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in siblings)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_siblings_die_with_a_killed_parent(database_url: str) -> None:
+    port = free_port()
+    proc = start_module(
+        "quote_service",
+        {"DATABASE_URL": database_url, "GRPC_PORT": str(port), "GRPC_PROCESSES": "2"},
+    )
+    wait_serving(f"127.0.0.1:{port}")
+    deadline = time.monotonic() + 20
+    while not _children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [sibling] = _children(proc.pid)
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while _alive(sibling) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(sibling)
