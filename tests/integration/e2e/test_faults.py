@@ -93,11 +93,17 @@ def test_slippage_goes_to_manual_review_and_an_operator_retry_completes(system: 
     )
 
 
-def test_a_deposit_that_never_comes_times_out_without_moving_funds(system: System) -> None:
+def test_a_deposit_or_pix_payment_that_never_comes_times_out_without_moving_funds(
+    system: System,
+) -> None:
     sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
-    system.start_worker(DEPOSIT_TIMEOUT_S="10")
+    buy = start_buy(system.rest, system.wallet, system.passphrase, "500")  # PIX never paid
+    system.start_worker(DEPOSIT_TIMEOUT_S="10", PIX_TIMEOUT_S="10")
     done = system.rest.wait(sell.id, timeout_s=60)
     assert (done["status"], done["currentPhase"]) == ("TIMED_OUT", "timedOut")
     assert system.rest.errors(sell.id)[-1]["reason"] == "TIMED_OUT"
+    unpaid = system.rest.wait(buy.id, timeout_s=60)
+    assert (unpaid["status"], unpaid["currentPhase"]) == ("TIMED_OUT", "timedOut")
+    assert system.wallet.balance(buy.keys.pendulum.ss58_address, "PEN") == 0
     assert sell.keys.stellar.public_key not in system.horizon_ledger.accounts  # type: ignore[union-attr]
     assert system.wallet.balance(sell.keys.pendulum.ss58_address, "PEN") == 0
