@@ -179,8 +179,10 @@ class ChainRegistration:
         return Prepared(txs, {"pix_deposit_id": deposit.id, "pix_copy_paste": deposit.copy_paste})
 
     async def close(self) -> None:
-        """Close the Pendulum client's connection."""
+        """Close the Pendulum clients and the partners' pooled connections."""
         await asyncio.to_thread(self._pendulum.close)
+        await self._anchor.close()
+        await self._pix.close()
 
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
         """Check a presigned transaction against the issued one; return what to submit."""
