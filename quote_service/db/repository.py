@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select, update
+from psycopg.rows import namedtuple_row
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quote_service.db.models import QuoteRow
@@ -14,8 +16,12 @@ from quote_service.domain.corridors import DECIMALS
 from quote_service.domain.pricing import Fees, quantum
 from quote_service.domain.quote import QuoteStatus, QuoteTicket
 
+GET_TICKET_SQL = "SELECT {} FROM quote.quote_tickets WHERE id = %s".format(
+    ", ".join(column.name for column in QuoteRow.__table__.columns)
+)
 
-def _to_ticket(row: QuoteRow) -> QuoteTicket:
+
+def _to_ticket(row: Any) -> QuoteTicket:
     def money(value: Decimal, currency: str) -> Decimal:
         # NUMERIC(38, 18) pads the scale; show amounts at their currency's decimals.
         return value.quantize(quantum(DECIMALS[currency]))
@@ -82,11 +88,16 @@ class QuoteRepository:
 
     async def get(self, quote_id: uuid.UUID) -> QuoteTicket | None:
         """The ticket with this id, or None."""
-        # A Core select: one round trip, no identity map (the hot path of status polling).
-        table = QuoteRow.__table__
-        result = await self._session.execute(select(table).where(table.c.id == quote_id))
-        row = result.first()
-        return _to_ticket(row) if row else None  # type: ignore[arg-type]
+        # The hot path of status polling: a server-side prepared statement on the driver
+        # connection (one round trip, no statement building, no identity map).
+        connection = await self._session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        if raw is None:  # pragma: no cover - a pooled psycopg connection always has one
+            raise RuntimeError("no driver connection")
+        cursor = raw.cursor(row_factory=namedtuple_row)
+        await cursor.execute(GET_TICKET_SQL, (quote_id,), prepare=True)
+        row = await cursor.fetchone()
+        return _to_ticket(row) if row else None
 
     async def consume_if_pending(
         self, quote_id: uuid.UUID, ramp_id: str, now: datetime

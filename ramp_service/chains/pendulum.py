@@ -28,6 +28,7 @@ from service_kit.errors import FieldViolation, InvalidInput
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+_RUNTIME_INIT_LOCK = threading.Lock()
 SS58_FORMAT = 56
 DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
 NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
@@ -93,11 +94,19 @@ class PendulumChain:
     def _client(self) -> SubstrateInterface:
         return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
 
+    def _initialized_client(self) -> SubstrateInterface:
+        """A connected client with its runtime loaded. scalecodec's type registries are not
+        safe to build from two threads at once (seen: "Decoder class for Compact<u32> not
+        found" under concurrent registers), so runtime loading is serialized process-wide."""
+        client = self._client()
+        with _RUNTIME_INIT_LOCK:
+            client.init_runtime()
+        return client
+
     def _metadata_client(self) -> SubstrateInterface:
         """A client kept for metadata-only work (composing, encoding, verifying)."""
         if self._offline is None:
-            self._offline = self._client()
-            self._offline.init_runtime()
+            self._offline = self._initialized_client()
         return self._offline
 
     def close(self) -> None:
@@ -117,8 +126,7 @@ class PendulumChain:
             try:
                 client = self._idle.get_nowait()
             except queue.Empty:
-                client = self._client()
-                client.init_runtime()
+                client = self._initialized_client()
             healthy = False
             try:
                 result = work(client)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import RowMapping, func, select, text, tuple_, update
+from psycopg.rows import dict_row
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramp_service.db.models import (
@@ -159,10 +162,15 @@ class RampRepository:
 
     async def get(self, ramp_id: uuid.UUID) -> RampRecord | None:
         """Everything a reader sees of one ramp, in one round trip."""
-        rows = await self._session.execute(
-            text(RECORD_SQL.format(where="r.id = :id", tail="")), {"id": ramp_id}
-        )
-        row = rows.mappings().first()
+        # Every status poll lands here: a server-side prepared statement on the driver
+        # connection (no statement building, rows straight into dicts).
+        connection = await self._session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        if raw is None:  # pragma: no cover - a pooled psycopg connection always has one
+            raise RuntimeError("no driver connection")
+        cursor = raw.cursor(row_factory=dict_row)
+        await cursor.execute(GET_RECORD_SQL, {"id": ramp_id}, prepare=True)
+        row = await cursor.fetchone()
         return _record(row) if row else None
 
     async def errors(self, ramp_id: uuid.UUID, limit: int = 100) -> list[RecordedError]:
@@ -217,7 +225,10 @@ FROM ramp.ramps r WHERE {where} {tail}
 """
 
 
-def _record(row: RowMapping) -> RampRecord:
+GET_RECORD_SQL = RECORD_SQL.format(where="r.id = %(id)s", tail="")
+
+
+def _record(row: Mapping[Any, Any]) -> RampRecord:
     """A RampRecord from one RECORD_SQL row."""
     events = row["events_json"]
     history = tuple(
