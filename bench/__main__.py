@@ -20,16 +20,6 @@ from bench import baselines, stack, workloads
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _row(name: str, peak: Any, half: Any) -> dict[str, float]:
-    return {
-        "qps": peak.qps,
-        "p50_ms": half.p50_ms,
-        "p99_ms": half.p99_ms,
-        "p999_ms": half.p999_ms,
-        "errors": float(peak.errors + half.errors),
-    }
-
-
 def run(quick: bool) -> dict[str, Any]:
     """Run everything; return the results document."""
     seconds = 4.0 if quick else 15.0
@@ -45,11 +35,11 @@ def run(quick: bool) -> dict[str, Any]:
             "workloads": {},
         }
         w = results["workloads"]
-        w["quote_get"] = _row(
-            "quote_get", *asyncio.run(workloads.quote_get(sut.quote_address, seconds))
+        w["quote_get"] = workloads.row(
+            *asyncio.run(workloads.quote_get(sut.quote_address, seconds))
         )
-        w["quote_create"] = _row(
-            "quote_create", *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
+        w["quote_create"] = workloads.row(
+            *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
         )
         combined, halves = asyncio.run(
             workloads.register_start(sut.ramp_address, sut.quote_address, sut.passphrase, seconds)
@@ -57,12 +47,11 @@ def run(quick: bool) -> dict[str, Any]:
         w["register_start"] = combined
         results["register_start_parts"] = halves
         ids = workloads.seed_polled_ramps(sut.database_url, 50)
-        w["status_poll_grpc"] = _row(
-            "status_poll_grpc",
+        w["status_poll_grpc"] = workloads.row(
             *asyncio.run(workloads.status_poll_grpc(sut.ramp_address, ids, seconds)),
         )
-        w["status_poll_rest"] = _row(
-            "status_poll_rest", *asyncio.run(workloads.status_poll_rest(sut.rest_url, ids, seconds))
+        w["status_poll_rest"] = workloads.row(
+            *asyncio.run(workloads.status_poll_rest(sut.rest_url, ids, seconds))
         )
         workloads.seed_running_ramps(sut.database_url, 3000 if quick else 20000)
         results["baselines"]["claim_ceiling_per_s"] = round(

@@ -38,6 +38,17 @@ from tests.support.ramps import insert_registered, insert_running, sell_record
 SELL = sell_request()
 
 
+def row(peak: Result, half: Result) -> dict[str, float]:
+    """A results row: peak throughput, latency at half of peak."""
+    return {
+        "qps": peak.qps,
+        "p50_ms": half.p50_ms,
+        "p99_ms": half.p99_ms,
+        "p999_ms": half.p999_ms,
+        "errors": float(peak.errors + half.errors),
+    }
+
+
 CONNECTIONS = 4  # clients arrive over several connections (Envoy keeps one per worker thread)
 
 
@@ -250,15 +261,6 @@ async def register_start(
         start_peak = await closed_loop(start, 16, seconds, budget=half)
         rate = max(1.0, start_peak.qps / 2)
         start_half = await open_loop(start, rate, (len(signed) - half) / rate)
-
-    def row(peak: Result, at_half: Result) -> dict[str, float]:
-        return {
-            "qps": peak.qps,
-            "p50_ms": at_half.p50_ms,
-            "p99_ms": at_half.p99_ms,
-            "p999_ms": at_half.p999_ms,
-            "errors": float(peak.errors + at_half.errors),
-        }
 
     reg, sta = row(reg_peak, reg_half), row(start_peak, start_half)
     combined = {

@@ -380,13 +380,13 @@ class PendulumChain:
     async def find(
         self,
         extrinsic_hash: str,
-        signer: str,
-        nonce: int,
+        signer: str | None = None,
+        nonce: int | None = None,
         recent_blocks: int = 200,
         since_block: int | None = None,
     ) -> Inclusion | None:
-        """The extrinsic by hash, or by (signer, nonce), in the blocks since `since_block`
-        (the head when it was first submitted), else in the recent blocks."""
+        """The extrinsic by hash, or by (signer, nonce) when given, in the blocks since
+        `since_block` (the head when it was first submitted), else in the recent blocks."""
 
         def work(client: SubstrateInterface) -> Inclusion | None:
             head = client.get_block_number(None)
@@ -400,7 +400,11 @@ class PendulumChain:
                         extrinsic.extrinsic_hash
                         and "0x" + extrinsic.extrinsic_hash.hex() == extrinsic_hash
                     )
-                    same_slot = value.get("address") == signer and value.get("nonce") == nonce
+                    same_slot = (
+                        signer is not None
+                        and value.get("address") == signer
+                        and value.get("nonce") == nonce
+                    )
                     if same_hash or same_slot:
                         receipt = client.retrieve_extrinsic_by_hash(
                             block_hash, "0x" + extrinsic.extrinsic_hash.hex()

@@ -254,7 +254,7 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
         if entry is not None:
             assert entry.tx_hash is not None and entry.nonce is not None
             # By hash only: the funding account's nonces are shared by every ramp.
-            found = await pendulum.find(entry.tx_hash, "", -1, since_block=_since(entry))
+            found = await pendulum.find(entry.tx_hash, since_block=_since(entry))
             if found is not None and found.success:
                 await ctx.journal.mark("fund_pen", "confirmed")
                 return

@@ -52,7 +52,7 @@ def test_presigned_transfer_from_a_detached_signature(
     assert inclusion.success
     assert aio_loop.run(chain.balance(dest.ss58_address, "USDC")) == Decimal("25.5")
     assert aio_loop.run(chain.nonce(eph.ss58_address)) == 1
-    by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash, "", -1))
+    by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash))
     by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
     assert by_hash is not None and by_slot is not None
     assert by_hash.extrinsic_hash == by_slot.extrinsic_hash == inclusion.extrinsic_hash

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from stellar_sdk import Keypair as StellarKeypair
 from substrateinterface import Keypair as SubstrateKeypair
@@ -80,6 +82,22 @@ class System:
         ).json()
         assert "error" not in answer, answer
         return answer["result"]
+
+    def wait_settled(self, ramp_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """Wait until the ramp is terminal with no cleanup pending; the ramp as REST shows it."""
+        url = self.worker_env["DATABASE_URL"].replace("+psycopg", "")
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT status, cleanup_phase FROM ramp.ramps WHERE id = %s", (ramp_id,)
+                ).fetchone()
+                if row is not None and row[0] != "RUNNING" and row[1] is None:
+                    return self.rest.get(ramp_id)
+                time.sleep(0.2)
+        raise AssertionError(
+            f"{self.rest.get(ramp_id)}\n{self.rest.errors(ramp_id)}\n{self.worker_logs()}"
+        )
 
     def kill_workers(self) -> None:
         """SIGKILL every worker: no drain, no cleanup, as a crashed node."""

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
-
-import psycopg
 
 from pendulumpay_client.journeys import deposit, fund_user, pay_pix, start_buy, start_sell
 from tests.integration.e2e.conftest import System
@@ -67,25 +64,10 @@ def test_sell_and_buy_complete_with_the_quoted_amounts(system: System) -> None:
     # and its swept fee reached the platform.
     for journey in (sell, buy):
         address = journey.keys.pendulum.ss58_address
-        wait_cleanup(system, journey.id)
+        system.wait_settled(journey.id)
         assert pendulum_extrinsics_by(system, address) == 4
         assert system.wallet.balance(address, "PEN") == Decimal(1) - 4 * FEE_PER_EXTRINSIC
         token = "USDC" if journey is sell else "BRLA"
         assert system.wallet.balance(address, token) == 0
     # Post-complete cleanup merged the Stellar ephemeral back.
     assert stellar_eph not in system.horizon_ledger.accounts
-
-
-def wait_cleanup(system: System, ramp_id: str) -> None:
-    """Cleanup runs after COMPLETE; wait until no cleanup phase is pending."""
-    url = system.worker_env["DATABASE_URL"].replace("+psycopg", "")
-    deadline = time.monotonic() + 30
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT cleanup_phase FROM ramp.ramps WHERE id = %s", (ramp_id,)
-            ).fetchone()
-            if row is not None and row[0] is None:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"cleanup of {ramp_id} did not finish: {system.worker_logs()}")

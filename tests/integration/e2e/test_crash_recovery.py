@@ -6,7 +6,6 @@ devnet then shows every transaction applied exactly once."""
 from __future__ import annotations
 
 import signal
-import time
 from decimal import Decimal
 
 from stellar_sdk import CreateAccount, TransactionEnvelope
@@ -61,30 +60,12 @@ def crash_through(system: System, journey: Journey, points: list[str]) -> None:
     system.start_worker()
 
 
-def wait_cleanup_done(system: System, journey: Journey) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ramp = system.rest.get(journey.id)
-        history = [h["phase"] for h in ramp["phaseHistory"]]
-        signed = system.chain.nonces.get(
-            system.chain.account_id(journey.keys.pendulum.ss58_address)
-        )
-        if ramp["status"] == "COMPLETE" and history[-1] == "pendulumCleanup" and signed == 4:
-            return ramp
-        if ramp["status"] not in ("RUNNING", "COMPLETE"):
-            break
-        time.sleep(0.2)
-    raise AssertionError(
-        f"{system.rest.get(journey.id)}\n{system.rest.errors(journey.id)}\n{system.worker_logs()}"
-    )
-
-
 def test_sell_survives_a_crash_at_every_point(system: System) -> None:
     sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
     fund_user(system.wallet, sell)
     deposit(system.wallet, sell)
     crash_through(system, sell, SELL_POINTS)
-    ramp = wait_cleanup_done(system, sell)
+    ramp = system.wait_settled(sell.id)
     assert ramp["status"] == "COMPLETE"
     history = [h["phase"] for h in ramp["phaseHistory"]]
     assert len(history) == len(set(history)), history  # no phase entered twice
@@ -118,7 +99,7 @@ def test_buy_survives_crashes(system: System) -> None:
     buy = start_buy(system.rest, system.wallet, system.passphrase, "500")
     pay_pix(system.wallet, buy)
     crash_through(system, buy, BUY_POINTS)
-    ramp = wait_cleanup_done(system, buy)
+    ramp = system.wait_settled(buy.id)
     assert ramp["status"] == "COMPLETE"
     assert system.wallet.assethub_balance(buy.destination, "USDC") == Decimal(
         buy.quote["outputAmount"]
