@@ -13,6 +13,7 @@ import functools
 import hashlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +30,7 @@ from service_kit.errors import FieldViolation, InvalidInput
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _RUNTIME_INIT_LOCK = threading.Lock()
+RUNTIME_RECHECK_S = 60.0
 SS58_FORMAT = 56
 DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
 NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
@@ -90,6 +92,10 @@ class PendulumChain:
         self._idle: queue.SimpleQueue[SubstrateInterface] = queue.SimpleQueue()
         # Whether our byte layout of signed extrinsics matches scalecodec's (learned once).
         self._layout_ok: bool | None = None
+        # Likewise for immortal signing payloads; the genesis hash they include.
+        self._payload_ok: bool | None = None
+        self._genesis: bytes | None = None
+        self._checked_at = 0.0
 
     def _client(self) -> SubstrateInterface:
         return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
@@ -104,10 +110,44 @@ class PendulumChain:
         return client
 
     def _metadata_client(self) -> SubstrateInterface:
-        """A client kept for metadata-only work (composing, encoding, verifying)."""
+        """A client kept for metadata-only work (composing, encoding, verifying). Its runtime
+        version is re-checked at most once a minute (a runtime upgrade changes call indices),
+        not on every call (that is three round trips each)."""
+        now = time.monotonic()
         if self._offline is None:
             self._offline = self._initialized_client()
+            self._checked_at = now
+        elif now - self._checked_at > RUNTIME_RECHECK_S:
+            with _RUNTIME_INIT_LOCK:
+                self._offline.init_runtime()
+            self._checked_at, self._genesis = now, None
         return self._offline
+
+    def _compose(self, module: str, function: str, params: dict[str, Any]) -> Any:
+        client = self._metadata_client()
+        # At the runtime already loaded: compose_call would otherwise re-fetch the head,
+        # its header and the runtime version.
+        return client.compose_call(module, function, params, block_hash=client.block_hash)
+
+    def _immortal_payload(self, call_hex: str, nonce: int) -> str:
+        """The signing payload of an immortal extrinsic, built from bytes: call, era, nonce,
+        tip, spec and transaction versions, genesis hash twice; blake2-256 above 256 bytes."""
+        client = self._metadata_client()
+        if self._genesis is None:
+            self._genesis = bytes.fromhex(str(client.get_block_hash(0))[2:])
+        payload = (
+            bytes.fromhex(call_hex[2:])
+            + b"\x00"
+            + _compact(nonce)
+            + _compact(0)
+            + int(client.runtime_version).to_bytes(4, "little")
+            + int(client.transaction_version).to_bytes(4, "little")
+            + self._genesis
+            + self._genesis
+        )
+        if len(payload) > 256:
+            payload = hashlib.blake2b(payload, digest_size=32).digest()
+        return "0x" + payload.hex()
 
     def close(self) -> None:
         """Close every connection."""
@@ -155,12 +195,11 @@ class PendulumChain:
     @_serialized
     def token_transfer(self, dest: str, currency: str, amount: Decimal) -> Any:
         """Tokens.transfer (or Balances for PEN)."""
-        client = self._metadata_client()
         if currency == "PEN":
-            return client.compose_call(
+            return self._compose(
                 "Balances", "transfer_keep_alive", {"dest": dest, "value": units(amount, "PEN")}
             )
-        return client.compose_call(
+        return self._compose(
             "Tokens",
             "transfer",
             {"dest": dest, "currency_id": currency, "amount": units(amount, currency)},
@@ -169,7 +208,7 @@ class PendulumChain:
     @_serialized
     def swap_approve(self, currency: str, amount: Decimal) -> Any:
         """Allow the Nabla router to take `amount`."""
-        return self._metadata_client().compose_call(
+        return self._compose(
             "Nabla",
             "approve",
             {"spender": NABLA_ROUTER, "currency": currency, "amount": units(amount, currency)},
@@ -186,7 +225,7 @@ class PendulumChain:
         deadline_block: int,
     ) -> Any:
         """Swap exact `amount_in`, refusing less than `min_out` (the presigned hard minimum)."""
-        return self._metadata_client().compose_call(
+        return self._compose(
             "Nabla",
             "swap_exact_tokens_for_tokens",
             {
@@ -201,7 +240,7 @@ class PendulumChain:
     @_serialized
     def bridge_redeem(self, currency: str, amount: Decimal, stellar_public_key_hex: str) -> Any:
         """Spacewalk-style redeem of `amount` to a Stellar account."""
-        return self._metadata_client().compose_call(
+        return self._compose(
             "Spacewalk",
             "request_redeem",
             {
@@ -214,7 +253,7 @@ class PendulumChain:
     @_serialized
     def xcm_to_assethub(self, currency: str, amount: Decimal, dest: str) -> Any:
         """Send tokens to an AssetHub account."""
-        return self._metadata_client().compose_call(
+        return self._compose(
             "XTokens",
             "transfer_to_assethub",
             {"currency_id": currency, "amount": units(amount, currency), "dest": dest},
@@ -232,10 +271,17 @@ class PendulumChain:
         era = None
         if era_period is not None:
             era = {"period": era_period, "current": int(client.get_block_number(None))}
+        elif self._payload_ok:
+            payload_hex = self._immortal_payload(str(call.data), nonce)
+            return IssuedCall(str(call.data), signer, nonce, payload_hex, None)
         payload = client.generate_signature_payload(
             call=call, era=dict(era) if era else "00", nonce=nonce
         )
-        return IssuedCall(str(call.data), signer, nonce, "0x" + bytes(payload.data).hex(), era)
+        reference = "0x" + bytes(payload.data).hex()
+        if era is None and self._payload_ok is None:
+            # Trust the byte-built payload only once it matched substrate-interface's.
+            self._payload_ok = self._immortal_payload(str(call.data), nonce) == reference
+        return IssuedCall(str(call.data), signer, nonce, reference, era)
 
     @_serialized
     def _era_bytes(self, era: dict[str, int] | None) -> bytes:

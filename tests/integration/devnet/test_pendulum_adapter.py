@@ -115,6 +115,15 @@ def test_byte_layout_matches_scalecodec(node: Node, chain: PendulumChain) -> Non
         ), (nonce, era)
         signed = chain.assemble(issued, "0x" + signature.hex())
         assert chain.verify_presigned(issued, signed) == signed
+        if era is None:  # the byte-built signing payload equals substrate-interface's
+            reference = chain._metadata_client().generate_signature_payload(
+                call=call, era="00", nonce=nonce
+            )
+            assert (
+                chain._immortal_payload(str(call.data), nonce) == "0x" + bytes(reference.data).hex()
+            )
+            assert issued.signing_payload_hex == "0x" + bytes(reference.data).hex()
+    assert chain._payload_ok is True
 
 
 def test_a_dropped_response_leaves_the_extrinsic_applied_and_findable(
