@@ -32,7 +32,7 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import create_engine, libpq_url, session_factory, sqlalchemy_url
-from tests.support.quotes import sell_request
+from tests.support.quotes import sell_register_request, sell_request
 from tests.support.ramps import insert_registered, insert_running, sell_record
 
 SELL = sell_request()
@@ -216,16 +216,7 @@ async def register_start(
         for quote_id in quote_ids:
             stellar = StellarKeypair.random()
             pendulum = SubstrateKeypair.create_from_seed(os.urandom(32).hex(), ss58_format=56)
-            request = ramp_pb2.RegisterRampRequest(
-                quote_id=quote_id,
-                signing_accounts=[
-                    ramp_pb2.SigningAccount(network="stellar", address=stellar.public_key),
-                    ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address),
-                ],
-                additional_data=ramp_pb2.AdditionalData(
-                    wallet_address=pendulum.ss58_address, destination="DE89370400440532013000"
-                ),
-            )
+            request = sell_register_request(quote_id, stellar.public_key, pendulum.ss58_address)
             prepared.append((request, {"stellar": stellar, "pendulum": pendulum}))
         registered: list[tuple[ramp_pb2.Ramp, dict[str, object]]] = []
         requests = iter(prepared)

@@ -14,7 +14,10 @@ import httpx
 from stellar_sdk import Server
 from substrateinterface import Keypair, SubstrateInterface
 
-DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
+from devnet.substrate.chain import DECIMALS as CHAIN_DECIMALS
+
+# The devnet's own token table, with the native token under its symbol.
+DECIMALS = {("PEN" if name == "Native" else name): d for name, d in CHAIN_DECIMALS.items()}
 
 
 class DevnetWallet:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stellar_sdk import Asset, StrKey
@@ -22,7 +23,7 @@ from substrateinterface.utils.ss58 import ss58_decode
 
 from ramp_service.chains.errors import ChainError
 from ramp_service.chains.partners import AnchorClient, PixClient
-from ramp_service.chains.pendulum import IssuedCall, PendulumChain
+from ramp_service.chains.pendulum import SS58_FORMAT, IssuedCall, PendulumChain
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.config import RampSettings
 from ramp_service.domain.errors import ChainUnavailable
@@ -197,19 +198,43 @@ class ChainRegistration:
         return self._pendulum.verify_presigned(call, signed)
 
 
-def build_registration_chains(settings: RampSettings) -> ChainRegistration:
-    """The adapters for `settings`' networks and partners."""
+@dataclass(frozen=True)
+class Adapters:
+    """The chain and partner adapters for one configuration (the service and the worker)."""
+
+    stellar: StellarChain
+    pendulum: PendulumChain
+    anchor: AnchorClient
+    pix: PixClient
+    stellar_funding: StellarKeypair | None
+    pendulum_funding: SubstrateKeypair | None
+
+
+def build_adapters(settings: RampSettings) -> Adapters:
+    """The adapters for `settings`' networks and partners, and the funding keys if set."""
+    timeout = settings.chain_timeout_s
     stellar_secret = settings.stellar_funding_secret.get_secret_value()
     pendulum_seed = settings.pendulum_funding_seed.get_secret_value()
-    return ChainRegistration(
-        StellarChain(
-            settings.horizon_url, settings.stellar_network_passphrase, settings.chain_timeout_s
-        ),
-        PendulumChain(settings.substrate_url, settings.chain_timeout_s),
-        AnchorClient(settings.anchor_url, settings.chain_timeout_s),
-        PixClient(settings.pix_url, settings.chain_timeout_s),
-        StellarKeypair.from_secret(stellar_secret).public_key if stellar_secret else "",
-        SubstrateKeypair.create_from_uri(pendulum_seed, ss58_format=56).ss58_address
+    return Adapters(
+        StellarChain(settings.horizon_url, settings.stellar_network_passphrase, timeout),
+        PendulumChain(settings.substrate_url, timeout),
+        AnchorClient(settings.anchor_url, timeout),
+        PixClient(settings.pix_url, timeout),
+        StellarKeypair.from_secret(stellar_secret) if stellar_secret else None,
+        SubstrateKeypair.create_from_uri(pendulum_seed, ss58_format=SS58_FORMAT)
         if pendulum_seed
-        else "",
+        else None,
+    )
+
+
+def build_registration_chains(settings: RampSettings) -> ChainRegistration:
+    """Registration over the adapters for `settings`."""
+    a = build_adapters(settings)
+    return ChainRegistration(
+        a.stellar,
+        a.pendulum,
+        a.anchor,
+        a.pix,
+        a.stellar_funding.public_key if a.stellar_funding else "",
+        a.pendulum_funding.ss58_address if a.pendulum_funding else "",
     )

@@ -1,8 +1,9 @@
-"""Quote requests the tests share."""
+"""Quote and register requests the tests and benchmarks share."""
 
 from __future__ import annotations
 
 from pendulumpay.quote.v1 import quote_pb2
+from pendulumpay.ramp.v1 import ramp_pb2
 
 
 def sell_request(amount: str = "100", **overrides: object) -> quote_pb2.CreateQuoteRequest:
@@ -17,3 +18,19 @@ def sell_request(amount: str = "100", **overrides: object) -> quote_pb2.CreateQu
     }
     fields.update(overrides)
     return quote_pb2.CreateQuoteRequest(**fields)  # type: ignore[arg-type]
+
+
+def sell_register_request(
+    quote_id: str, stellar: str, pendulum: str
+) -> ramp_pb2.RegisterRampRequest:
+    """Register a SELL quote for these ephemerals, paying out to a valid IBAN."""
+    return ramp_pb2.RegisterRampRequest(
+        quote_id=quote_id,
+        signing_accounts=[
+            ramp_pb2.SigningAccount(network="stellar", address=stellar),
+            ramp_pb2.SigningAccount(network="pendulum", address=pendulum),
+        ],
+        additional_data=ramp_pb2.AdditionalData(
+            wallet_address=pendulum, destination="DE89370400440532013000"
+        ),
+    )

@@ -29,7 +29,7 @@ from tests.integration.devnet.conftest import Horizon, Node
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.grpc_errors import failure
 from tests.support.http_apps import serve
-from tests.support.quotes import sell_request
+from tests.support.quotes import sell_register_request, sell_request
 from tests.support.signing import sign_all
 
 
@@ -88,16 +88,7 @@ def ephemeral_pendulum() -> SubstrateKeypair:
 def test_sell_corridor_register_sign_start(stack: Stack) -> None:
     quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
     stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
-    request = ramp_pb2.RegisterRampRequest(
-        quote_id=quote.id,
-        signing_accounts=[
-            ramp_pb2.SigningAccount(network="stellar", address=stellar.public_key),
-            ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address),
-        ],
-        additional_data=ramp_pb2.AdditionalData(
-            wallet_address=pendulum.ss58_address, destination="DE89370400440532013000"
-        ),
-    )
+    request = sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address)
     ramp = stack.ramps.RegisterRamp(request, timeout=30)
     assert ramp.status == ramp_pb2.Ramp.REGISTERED
     assert {(t.phase, t.network) for t in ramp.unsigned_txs} == {
@@ -197,21 +188,6 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     )
     assert started.status == ramp_pb2.Ramp.RUNNING
     assert Decimal(started.quote.output_amount) > 0
-
-
-def sell_register_request(
-    quote_id: str, stellar: str, pendulum: str
-) -> ramp_pb2.RegisterRampRequest:
-    return ramp_pb2.RegisterRampRequest(
-        quote_id=quote_id,
-        signing_accounts=[
-            ramp_pb2.SigningAccount(network="stellar", address=stellar),
-            ramp_pb2.SigningAccount(network="pendulum", address=pendulum),
-        ],
-        additional_data=ramp_pb2.AdditionalData(
-            wallet_address=pendulum, destination="DE89370400440532013000"
-        ),
-    )
 
 
 def test_racing_registers_on_one_quote_make_exactly_one_ramp(stack: Stack) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pendulumpay_client.journeys import deposit, fund_user, pay_pix, start_buy, start_sell
+from ramp_service.domain.flows import SELL_V1
 from tests.integration.e2e.conftest import System
 
 FEE_PER_EXTRINSIC = Decimal("0.01")
@@ -32,16 +33,7 @@ def test_sell_and_buy_complete_with_the_quoted_amounts(system: System) -> None:
     bought = system.rest.wait(buy.id, timeout_s=90)
     assert bought["status"] == "COMPLETE", (bought, system.rest.errors(buy.id))
     # Phases were seen in flow order and never went backwards.
-    order = [
-        "initial",
-        "awaitUserDeposit",
-        "fundEphemeral",
-        "nablaApprove",
-        "nablaSwap",
-        "spacewalkRedeem",
-        "stellarPayment",
-        "complete",
-    ]
+    order = SELL_V1.names()
     assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
     history = [h["phase"] for h in done["phaseHistory"]]
     assert history[: len(order)] == order
