@@ -22,12 +22,12 @@ from cleanup_job.config import CleanupSettings
 from cleanup_job.job import CleanupJob, Summary
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
-from ramp_service.db.repository import RampRepository
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Outcome
-from ramp_service.domain.ramp import RampRecord
+from ramp_service.worker.config import WorkerSettings
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
+from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
@@ -265,24 +265,26 @@ async def register_start(
     return combined, {"register": reg, "start": sta}
 
 
+# As deployed: the worker's default claim size.
+BATCH_SIZE = int(
+    os.environ.get(
+        "BENCH_WORKER_BATCH_SIZE", WorkerSettings.model_fields["worker_batch_size"].default
+    )
+)
+
+
 async def _drive_processor(database_url: str, owner: str, stop: threading.Event) -> None:
     # Enough connections for both processors' batches: overflow connections are closed on
     # return, and a new PostgreSQL backend per statement costs more than the statement.
     engine = create_engine(ServiceSettings(database_url=database_url, db_pool_size=24), "bench")
     sessions = session_factory(engine)
 
-    async def load(ramp_id: uuid.UUID) -> RampRecord:
-        async with sessions.begin() as session:
-            record = await RampRepository(session).get(ramp_id)
-        assert record is not None
-        return record
-
     handlers = {p.name: Noop() for p in (*SELL_V1.phases, *SELL_V1.cleanup)}
     processor = PhaseProcessor(
         WorkQueue(sessions, owner, timedelta(seconds=30), lambda: datetime.now(UTC)),
-        load,
+        RecordLoader(engine),
         handlers,
-        ProcessorConfig(batch_size=10, poll_interval=timedelta(milliseconds=20)),
+        ProcessorConfig(batch_size=BATCH_SIZE, poll_interval=timedelta(milliseconds=20)),
         WorkerMetrics(),
     )
     done = asyncio.Event()

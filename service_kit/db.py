@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from psycopg import AsyncCursor
+from psycopg.rows import RowFactory
 from sqlalchemy import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -55,3 +59,16 @@ def autocommit_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncS
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
     )
+
+
+async def driver_cursor(
+    session: AsyncSession, row_factory: RowFactory[Any] | None = None
+) -> AsyncCursor[Any]:
+    """A psycopg cursor on the session's connection, for server-side prepared statements on hot
+    paths (one round trip, no statement building, rows straight into tuples or dicts)."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    if raw is None:  # pragma: no cover - a pooled psycopg connection always has one
+        raise RuntimeError("no driver connection")
+    cursor: AsyncCursor[Any] = raw.cursor(row_factory=row_factory) if row_factory else raw.cursor()
+    return cursor

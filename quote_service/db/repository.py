@@ -15,6 +15,7 @@ from quote_service.db.models import QuoteRow
 from quote_service.domain.corridors import DECIMALS
 from quote_service.domain.pricing import Fees, quantum
 from quote_service.domain.quote import QuoteStatus, QuoteTicket
+from service_kit.db import driver_cursor
 
 GET_TICKET_SQL = "SELECT {} FROM quote.quote_tickets WHERE id = %s".format(
     ", ".join(column.name for column in QuoteRow.__table__.columns)
@@ -90,11 +91,7 @@ class QuoteRepository:
         """The ticket with this id, or None."""
         # The hot path of status polling: a server-side prepared statement on the driver
         # connection (one round trip, no statement building, no identity map).
-        connection = await self._session.connection()
-        raw = (await connection.get_raw_connection()).driver_connection
-        if raw is None:  # pragma: no cover - a pooled psycopg connection always has one
-            raise RuntimeError("no driver connection")
-        cursor = raw.cursor(row_factory=namedtuple_row)
+        cursor = await driver_cursor(self._session, namedtuple_row)
         await cursor.execute(GET_TICKET_SQL, (quote_id,), prepare=True)
         row = await cursor.fetchone()
         return _to_ticket(row) if row else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,7 @@ from ramp_service.domain.ramp import (
     SigningAccount,
     StoredTx,
 )
+from service_kit.db import driver_cursor
 
 CURRENCY_DECIMALS = {"USDC": 6, "EUR": 2, "ARS": 2, "BRL": 2}
 
@@ -164,14 +165,16 @@ class RampRepository:
         """Everything a reader sees of one ramp, in one round trip."""
         # Every status poll lands here: a server-side prepared statement on the driver
         # connection (no statement building, rows straight into dicts).
-        connection = await self._session.connection()
-        raw = (await connection.get_raw_connection()).driver_connection
-        if raw is None:  # pragma: no cover - a pooled psycopg connection always has one
-            raise RuntimeError("no driver connection")
-        cursor = raw.cursor(row_factory=dict_row)
+        cursor = await driver_cursor(self._session, dict_row)
         await cursor.execute(GET_RECORD_SQL, {"id": ramp_id}, prepare=True)
         row = await cursor.fetchone()
         return _record(row) if row else None
+
+    async def get_many(self, ramp_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, RampRecord]:
+        """The records of `ramp_ids` that exist, by id, in one round trip (prepared)."""
+        cursor = await driver_cursor(self._session, dict_row)
+        await cursor.execute(GET_RECORDS_SQL, {"ids": list(ramp_ids)}, prepare=True)
+        return {row["id"]: _record(row) for row in await cursor.fetchall()}
 
     async def errors(self, ramp_id: uuid.UUID, limit: int = 100) -> list[RecordedError]:
         """The ramp's newest errors first."""
@@ -226,6 +229,7 @@ FROM ramp.ramps r WHERE {where} {tail}
 
 
 GET_RECORD_SQL = RECORD_SQL.format(where="r.id = %(id)s", tail="")
+GET_RECORDS_SQL = RECORD_SQL.format(where="r.id = ANY(%(ids)s::uuid[])", tail="")
 
 
 def _record(row: Mapping[Any, Any]) -> RampRecord:

@@ -18,11 +18,10 @@ from prometheus_client import start_http_server
 from sqlalchemy import func, select
 
 from ramp_service.db.models import OperationRow, RampRow
-from ramp_service.db.repository import RampRepository
 from ramp_service.domain.outcomes import RetryPolicy
-from ramp_service.domain.ramp import RampRecord
 from ramp_service.worker.config import WorkerSettings
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
+from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import load_settings
@@ -96,14 +95,10 @@ async def serve(settings: WorkerSettings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
 
-    async def load(ramp_id: uuid.UUID) -> RampRecord:
-        async with sessions.begin() as session:
-            record = await RampRepository(session).get(ramp_id)
-        assert record is not None
-        return record
-
     handlers = build_handlers(settings, engine)
-    processor = PhaseProcessor(queue, load, handlers, processor_config(settings), metrics)
+    processor = PhaseProcessor(
+        queue, RecordLoader(engine), handlers, processor_config(settings), metrics
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

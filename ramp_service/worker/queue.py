@@ -7,69 +7,76 @@ phase changes, the current phase. A run whose lease was taken over fails that ch
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, text, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import RampErrorRow, RampRow
-from service_kit.db import autocommit_session_factory
+from ramp_service.worker.coalesce import Coalescer
+from service_kit.db import autocommit_session_factory, driver_cursor
 
-CLAIM_SQL = text(
-    """
+CLAIM_SQL = """
     WITH due AS (
         SELECT id FROM ramp.ramps
         WHERE (status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL))
-          AND next_attempt_at <= :now
-          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+          AND next_attempt_at <= %(now)s
+          AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
         ORDER BY next_attempt_at
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     UPDATE ramp.ramps AS r
-    SET generation = r.generation + 1, lease_owner = :owner, lease_expires_at = :until
+    SET generation = r.generation + 1, lease_owner = %(owner)s, lease_expires_at = %(until)s
     FROM due WHERE r.id = due.id
     RETURNING r.id, r.generation, r.status, r.current_phase, r.cleanup_phase, r.flow_version,
               r.attempts, r.phase_started_at
-    """
-)
+"""
 
 
-# A fenced compare-and-swap of the ramp row plus its phase event (and error, when given), as one
-# statement: the event and error rows exist only if the swap matched. Prepared once, one round
-# trip, atomic on an autocommit connection.
-MOVE_SQL = text(
-    """
-    WITH moved AS (
-        UPDATE ramp.ramps
-        SET current_phase = :phase_to, status = :status_to, cleanup_phase = :cleanup,
-            attempts = 0, next_attempt_at = :now, phase_started_at = :now, updated_at = :now,
-            status_reason = COALESCE(CAST(:reason AS text), status_reason)
-        WHERE id = :id AND generation = :generation AND lease_owner = :owner
-          AND (NOT :check_phase OR (current_phase = :phase_from AND status = :status_from))
-        RETURNING id
-    ), event AS (
-        INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note,
-                                       created_at)
-        SELECT id, :event_from, :event_to, :event_status, :actor, :note, :now FROM moved
-    ), error AS (
-        INSERT INTO ramp.errors (ramp_id, phase, reason, message, recoverable, created_at)
-        SELECT id, CAST(:e_phase AS text), :e_reason, :e_message, :e_recoverable, :now
-        FROM moved WHERE CAST(:e_phase AS text) IS NOT NULL
-    )
-    SELECT count(*) FROM moved
-    """
+# Fenced compare-and-swaps of ramp rows plus their phase events (and errors, when given), for
+# every move a processor's ramps made in one event-loop turn, as one statement: a row's event and
+# error exist only if its swap matched. Prepared once on the driver connection, one round trip,
+# atomic on an autocommit connection. The moves travel as one JSON array (one parameter to
+# encode instead of a list per column: psycopg dumps lists element by element in Python).
+MOVE_MANY_SQL = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(moves)s::jsonb) AS i(
+        id uuid, generation bigint, check_phase bool, phase_from text, status_from text,
+        phase_to text, status_to text, cleanup text, reason text, now timestamptz,
+        event_from text, event_to text, event_status text, actor text, note text, e_phase text,
+        e_reason text, e_message text, e_recoverable bool)
+), moved AS (
+    UPDATE ramp.ramps AS r
+    SET current_phase = i.phase_to, status = i.status_to, cleanup_phase = i.cleanup,
+        attempts = 0, next_attempt_at = i.now, phase_started_at = i.now, updated_at = i.now,
+        status_reason = COALESCE(i.reason, r.status_reason)
+    FROM input AS i
+    WHERE r.id = i.id AND r.generation = i.generation AND r.lease_owner = %(owner)s
+      AND (NOT i.check_phase OR (r.current_phase = i.phase_from AND r.status = i.status_from))
+    RETURNING r.id
+), event AS (
+    INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note, created_at)
+    SELECT i.id, i.event_from, i.event_to, i.event_status, i.actor, i.note, i.now
+    FROM input AS i JOIN moved USING (id)
+), error AS (
+    INSERT INTO ramp.errors (ramp_id, phase, reason, message, recoverable, created_at)
+    SELECT i.id, i.e_phase, i.e_reason, i.e_message, i.e_recoverable, i.now
+    FROM input AS i JOIN moved USING (id) WHERE i.e_phase IS NOT NULL
 )
+SELECT id FROM moved
+"""
 
-RELEASE_SQL = text(
-    """
-    UPDATE ramp.ramps SET lease_owner = NULL, lease_expires_at = NULL
-    WHERE id = :id AND generation = :generation AND lease_owner = :owner
-    """
-)
+# Gives back the leases of every ramp a processor finished with in one turn.
+RELEASE_MANY_SQL = """
+UPDATE ramp.ramps AS r SET lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(id)s::uuid[], %(generation)s::bigint[]) AS i(id, generation)
+WHERE r.id = i.id AND r.generation = i.generation AND r.lease_owner = %(owner)s
+"""
 
 
 class LeaseLost(Exception):
@@ -122,16 +129,18 @@ class WorkQueue:
         self.owner = owner
         self.lease_for = lease_for
         self.clock = clock
+        # Moves and releases of ramps driven concurrently share round trips (see coalesce.py).
+        self._moves: Coalescer[dict[str, object], bool] = Coalescer(self._move_many)
+        self._releases: Coalescer[Claim, None] = Coalescer(self._release_many)
 
     async def claim_due(self, limit: int) -> list[Claim]:
         """Take leases on up to `limit` due ramps in one atomic statement."""
         now = self.clock()
-        async with self.sessions.begin() as session:
-            rows = await session.execute(
-                CLAIM_SQL,
-                {"now": now, "limit": limit, "owner": self.owner, "until": now + self.lease_for},
-            )
-            return [Claim(*row) for row in rows]
+        params = {"now": now, "limit": limit, "owner": self.owner, "until": now + self.lease_for}
+        async with self._autocommit() as session:  # one statement: atomic by itself
+            cursor = await driver_cursor(session)
+            await cursor.execute(CLAIM_SQL, params, prepare=True)
+            return [Claim(*row) for row in await cursor.fetchall()]
 
     def _fenced(self, claim: Claim) -> list[ColumnElement[bool]]:
         return [
@@ -240,7 +249,6 @@ class WorkQueue:
         params = {
             "id": claim.ramp_id,
             "generation": claim.generation,
-            "owner": self.owner,
             "check_phase": check_phase,
             "phase_from": claim.phase,
             "status_from": claim.status,
@@ -256,12 +264,21 @@ class WorkQueue:
             "note": note,
             "e_phase": error.phase if error else None,
             "e_reason": error.reason if error else None,
-            "e_message": error.message[:2000] if error else None,
+            # PostgreSQL text cannot hold NUL (nor jsonb its escape).
+            "e_message": error.message[:2000].replace("\x00", "") if error else None,
             "e_recoverable": error.recoverable if error else None,
         }
+        if not await self._moves.submit(params):
+            raise LeaseLost(str(claim.ramp_id))
+
+    async def _move_many(self, moves: Sequence[dict[str, object]]) -> list[bool]:
+        """Apply `moves` in one statement; whether each one's swap matched."""
+        params = {"moves": json.dumps(moves, default=str), "owner": self.owner}
         async with self._autocommit() as session:
-            if await session.scalar(MOVE_SQL, params) != 1:
-                raise LeaseLost(str(claim.ramp_id))
+            cursor = await driver_cursor(session)
+            await cursor.execute(MOVE_MANY_SQL, params, prepare=True)
+            moved = {row[0] for row in await cursor.fetchall()}
+        return [move["id"] in moved for move in moves]
 
     async def reschedule(self, claim: Claim, delay: timedelta, error: ErrorEntry | None) -> None:
         """Try the same phase again after `delay`; a recorded error counts as an attempt."""
@@ -287,11 +304,18 @@ class WorkQueue:
 
     async def release(self, claim: Claim) -> None:
         """Give the lease back (no-op when it is no longer ours)."""
+        await self._releases.submit(claim)
+
+    async def _release_many(self, claims: Sequence[Claim]) -> list[None]:
+        params = {
+            "id": [c.ramp_id for c in claims],
+            "generation": [c.generation for c in claims],
+            "owner": self.owner,
+        }
         async with self._autocommit() as session:
-            await session.execute(
-                RELEASE_SQL,
-                {"id": claim.ramp_id, "generation": claim.generation, "owner": self.owner},
-            )
+            cursor = await driver_cursor(session)
+            await cursor.execute(RELEASE_MANY_SQL, params, prepare=True)
+        return [None] * len(claims)
 
     def _error_row(self, claim: Claim, error: ErrorEntry, now: datetime) -> RampErrorRow:
         return RampErrorRow(

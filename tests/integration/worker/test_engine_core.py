@@ -11,16 +11,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
-from ramp_service.db.repository import RampRepository
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, Wait
-from ramp_service.domain.ramp import RampRecord
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
+from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import LeaseLost, WorkQueue
 from tests.support.aio import FakeClock, LoopThread
@@ -49,16 +48,10 @@ def processor(
 ) -> PhaseProcessor:
     queue = WorkQueue(sessions, owner, timedelta(seconds=30), clock)
 
-    async def load(ramp_id: uuid.UUID) -> RampRecord:
-        async with sessions.begin() as session:
-            record = await RampRepository(session).get(ramp_id)
-        assert record is not None
-        return record
-
     phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
     return PhaseProcessor(
         queue,
-        load,
+        RecordLoader(sessions.kw["bind"]),
         {p: script for p in phases},
         ProcessorConfig(default_policy=policy or RetryPolicy()),
         WorkerMetrics(),
@@ -203,3 +196,39 @@ def test_concurrent_claimers_never_share_a_ramp(
     claimed = [rid for batch in aio_loop.run(race()) for rid in batch]
     assert len(claimed) == len(set(claimed)) == 30
     assert set(claimed) == ids
+
+
+def test_moves_made_in_one_turn_are_fenced_one_by_one(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    ids = [aio_loop.run(insert_running(sessions, clock.now)) for _ in range(3)]
+    old = WorkQueue(sessions, "old", timedelta(seconds=30), clock)
+    new = WorkQueue(sessions, "new", timedelta(seconds=30), clock)
+    claims = {c.ramp_id: c for c in aio_loop.run(old.claim_due(10))}
+    assert set(claims) == set(ids)
+
+    # The middle ramp's lease is taken over; the other two are still "old"'s.
+    async def steal() -> None:
+        async with sessions.begin() as session:
+            await session.execute(
+                update(RampRow).where(RampRow.id == ids[1]).values(lease_expires_at=clock.now)
+            )
+
+    aio_loop.run(steal())
+    clock.advance(seconds=1)
+    [taken] = aio_loop.run(new.claim_due(10))
+    assert taken.ramp_id == ids[1]
+
+    async def all_move() -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(old.move(claims[i], to_phase="awaitUserDeposit") for i in ids),
+            return_exceptions=True,
+        )
+
+    answers = aio_loop.run(all_move())
+    assert answers[0] is None and answers[2] is None
+    assert isinstance(answers[1], LeaseLost)
+    phases = [aio_loop.run(ramp_row(sessions, i)).current_phase for i in ids]
+    assert phases == ["awaitUserDeposit", "initial", "awaitUserDeposit"]
+    moved_to = [[e[1] for e in aio_loop.run(events(sessions, i))] for i in ids]
+    assert [m.count("awaitUserDeposit") for m in moved_to] == [1, 0, 1]  # none for the fenced
