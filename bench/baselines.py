@@ -39,6 +39,14 @@ def pg_insert_per_s(database_url: str, seconds: float) -> float:
         return count / (time.perf_counter() - started)
 
 
+def settle(database_url: str) -> None:
+    """Start the next workload from a quiet database: vacuum the queue table (dead versions a
+    previous workload left) and checkpoint (its WAL flushed now, not during the next one)."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE ramp.ramps")
+        conn.execute("CHECKPOINT")
+
+
 CLAIM_AND_FINISH = """
 UPDATE ramp.ramps SET status = 'COMPLETE', generation = generation + 1
 WHERE id IN (SELECT id FROM ramp.ramps WHERE status = 'RUNNING' AND next_attempt_at <= now()

@@ -53,6 +53,15 @@ def fresh_database() -> str:
     return url
 
 
+def drop_database(url: str) -> None:
+    """Remove a benchmark's database (its rows can run to gigabytes)."""
+    parsed = make_url(url)
+    with psycopg.connect(
+        parsed.set(database="postgres").render_as_string(False), autocommit=True
+    ) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+
+
 def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) -> None:
     """A child process killed when the benchmark ends; its output is discarded."""
     proc = subprocess.Popen(
@@ -68,6 +77,7 @@ def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) 
 def start(stack: ExitStack) -> Stack:
     """Start the database, the echo server, both services and Envoy in front of them."""
     url = fresh_database()
+    stack.callback(drop_database, url)  # runs last: after every process using it has stopped
     echo_port, quote_port, ramp_port = free_port(), free_port(), free_port()
     spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
     devnet = {name: free_port() for name in ("horizon", "anchor", "pix", "substrate")}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -15,11 +17,8 @@ from typing import Any
 import aiohttp
 import grpc
 import psycopg
-from sqlalchemy import create_engine as create_sync_engine
 
 from bench.loadgen import Result, closed_loop, measure, open_loop
-from cleanup_job.config import CleanupSettings
-from cleanup_job.job import CleanupJob, Summary
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.domain.flows import SELL_V1
@@ -31,7 +30,12 @@ from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
-from service_kit.db import create_engine, libpq_url, session_factory, sqlalchemy_url
+from service_kit.db import (
+    DirectPool,
+    create_engine,
+    libpq_url,
+    session_factory,
+)
 from tests.support.quotes import sell_register_request, sell_request
 from tests.support.ramps import insert_registered, insert_running, sell_record
 
@@ -276,13 +280,15 @@ BATCH_SIZE = int(
 async def _drive_processor(database_url: str, owner: str, stop: threading.Event) -> None:
     # Enough connections for both processors' batches: overflow connections are closed on
     # return, and a new PostgreSQL backend per statement costs more than the statement.
-    engine = create_engine(ServiceSettings(database_url=database_url, db_pool_size=24), "bench")
+    settings = ServiceSettings(database_url=database_url, db_pool_size=24)
+    engine = create_engine(settings, "bench")
     sessions = session_factory(engine)
+    direct = DirectPool(settings, "bench")
 
     handlers = {p.name: Noop() for p in (*SELL_V1.phases, *SELL_V1.cleanup)}
     processor = PhaseProcessor(
-        WorkQueue(sessions, owner, timedelta(seconds=30), lambda: datetime.now(UTC)),
-        RecordLoader(engine),
+        WorkQueue(sessions, direct, owner, timedelta(seconds=30), lambda: datetime.now(UTC)),
+        RecordLoader(direct),
         handlers,
         ProcessorConfig(batch_size=BATCH_SIZE, poll_interval=timedelta(milliseconds=20)),
         WorkerMetrics(),
@@ -297,6 +303,7 @@ async def _drive_processor(database_url: str, owner: str, stop: threading.Event)
     threading.Thread(target=relay, daemon=True).start()
     # Two processors per process: one claims while the other's batch finishes.
     await asyncio.gather(processor.run_forever(done), processor.run_forever(done))
+    await direct.close()
     await engine.dispose()
 
 
@@ -358,8 +365,13 @@ def cleanup(
     database_url: str, quote_address: str, rows: int, seconds: float
 ) -> tuple[float, float, float]:
     """Cleanup rows/s over `rows` expired quotes, its largest batch, and status-poll QPS while
-    it runs relative to the same poll without it."""
+    it runs relative to the same poll just before. The job runs as deployed, in its own process
+    (`python -m cleanup_job`), and reports through its one-line JSON summary; one closed poll
+    loop runs throughout and is counted in two windows: the `seconds` before the job starts,
+    and from the job's "cleanup started" (lock taken, Python started) to its exit."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        template = conn.execute("SELECT count(*) FROM quote.quote_tickets").fetchone()
+        assert template and template[0], "the quote workloads store the quotes to clone"
         conn.execute(
             "INSERT INTO quote.quote_tickets SELECT gen_random_uuid(), ramp_type, from_network, "
             "to_network, input_amount, input_currency, output_amount, output_currency, rate, "
@@ -369,38 +381,47 @@ def cleanup(
             "FROM quote.quote_tickets, generate_series(1, %s) LIMIT %s",
             [rows, rows],
         )
+        conn.execute("ANALYZE quote.quote_tickets")  # statistics, as autovacuum keeps them
 
-    async def poll_qps(running: threading.Thread | None, duration: float) -> float:
-        """Closed-loop GetQuote QPS for `duration`, or for as long as `running` is alive."""
+    async def run() -> tuple[dict[str, Any], float]:
         async with grpc.aio.insecure_channel(quote_address) as channel:
             stub = quote_pb2_grpc.QuoteServiceStub(channel)
             request = quote_pb2.GetQuoteRequest(id=(await stub.CreateQuote(SELL, timeout=5)).id)
-            done = 0
-            deadline = time.perf_counter() + duration
+            completions: list[float] = []
+            stop = asyncio.Event()
 
-            async def worker() -> None:
-                nonlocal done
-                while running.is_alive() if running else time.perf_counter() < deadline:
+            async def poller() -> None:
+                while not stop.is_set():
                     await stub.GetQuote(request, timeout=5)
-                    done += 1
+                    completions.append(time.perf_counter())
 
+            pollers = [asyncio.ensure_future(poller()) for _ in range(16)]
+            await asyncio.sleep(seconds + 0.5)  # half a second of warm-up, then the baseline
+            before = time.perf_counter()
+            job = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cleanup_job",
+                env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO"},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert job.stderr is not None
+            while b"cleanup started" not in (line := await job.stderr.readline()):
+                if not line:
+                    raise RuntimeError("cleanup job ended before it started")
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(16)))
-            return done / (time.perf_counter() - started)
+            out, _ = await job.communicate()
+            ended = time.perf_counter()
+            stop.set()
+            await asyncio.gather(*pollers)
+        if job.returncode != 0:
+            raise RuntimeError(f"cleanup job exited {job.returncode}")
+        baseline = sum(before - seconds <= t < before for t in completions) / seconds
+        during = sum(started <= t < ended for t in completions) / (ended - started)
+        summary = json.loads(out.decode().strip().splitlines()[-1])["cleanup"]
+        return summary, during / baseline
 
-    baseline = asyncio.run(poll_qps(None, seconds))
-    engine = create_sync_engine(sqlalchemy_url(database_url))
-    job = CleanupJob(
-        engine,
-        CleanupSettings(database_url="x"),
-        lambda: datetime.now(UTC),
-    )
-    summaries: list[Summary] = []
-    thread = threading.Thread(target=lambda: summaries.append(job.run()))
-    thread.start()
-    during = asyncio.run(poll_qps(thread, seconds))
-    thread.join()
-    engine.dispose()
-    summary = summaries[0]
-    rows_per_s = summary.counts["quotes_deleted"] / (summary.duration_ms / 1000)
-    return rows_per_s, summary.max_batch_ms, during / baseline
+    summary, poll_ratio = asyncio.run(run())
+    rows_per_s = summary["counts"]["quotes_deleted"] / (summary["duration_ms"] / 1000)
+    return rows_per_s, summary["max_batch_ms"], poll_ratio

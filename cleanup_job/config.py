@@ -12,7 +12,7 @@ class CleanupSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     database_url: str = Field("", description="PostgreSQL URL (both schemas).")
-    cleanup_batch_size: int = Field(2000, ge=1, le=100_000, description="Rows per batch.")
+    cleanup_batch_size: int = Field(1000, ge=1, le=100_000, description="Rows per batch.")
     cleanup_batch_pause_ms: int = Field(0, ge=0, le=60_000, description="Pause between batches.")
     quote_retention_days: int = Field(60, ge=1, description="Keep expired quotes this long.")
     idempotency_ttl_hours: int = Field(24, ge=1, description="Keep idempotency keys this long.")

@@ -57,6 +57,7 @@ class CleanupJob:
                 log.info("another cleanup run holds the lock; skipping")
                 self._summary.skipped = True
                 return self._summary
+            log.info("cleanup started", extra={"batch_size": self._settings.cleanup_batch_size})
             try:
                 self._run_tasks()
             finally:
@@ -82,7 +83,7 @@ class CleanupJob:
 
         def one_batch(conn: Connection) -> int:
             examined, deleted = quote_cleanup.delete_expired(
-                conn, cutoff, batch, lambda ids: ramp_cleanup.referenced_quote_ids(conn, ids), kept
+                conn, cutoff, batch, ramp_cleanup.QUOTE_HELD, kept
             )
             self._add("quotes_deleted", deleted)
             return examined

@@ -11,7 +11,7 @@ from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings
 from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.config import load_settings
-from service_kit.db import autocommit_session_factory, create_engine, session_factory
+from service_kit.db import DirectPool, create_engine, session_factory
 from service_kit.grpc_server import RunningServer, build_server, run_service
 
 SERVICE_NAME = quote_pb2.DESCRIPTOR.services_by_name["QuoteService"].full_name
@@ -31,13 +31,14 @@ def create_server(
     deps = deps or QuoteDeps()
     pricing, pools = load_pricing(settings.pricing_file)
     engine = create_engine(settings, "quote_service")
+    direct = DirectPool(settings, "quote_service")
     service = QuoteService(
         session_factory(engine),
+        direct,
         pricing,
         pools,
         timedelta(seconds=settings.quote_ttl_s),
         deps.clock,
-        reads=autocommit_session_factory(engine),
     )
     running = build_server(
         settings.grpc_host,
@@ -50,6 +51,7 @@ def create_server(
         reuse_port=settings.grpc_processes > 1,
     )
     running.on_stop.append(engine.dispose)
+    running.on_stop.append(direct.close)
     return running, service
 
 

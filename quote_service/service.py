@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from quote_service.db.repository import QuoteRepository
+from quote_service.db.repository import QuoteRepository, fetch_ticket, insert_ticket
 from quote_service.domain.errors import QuoteNotFound
 from quote_service.domain.pricing import PriceSource, PricingConfig, QuoteRequest, price_quote
 from quote_service.domain.quote import QuoteTicket, new_ticket, parse_quote_id, parse_ramp_id
+from service_kit.db import DirectPool
 from service_kit.errors import Conflict
 
 Clock = Callable[[], datetime]
@@ -28,15 +29,15 @@ class QuoteService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        direct: DirectPool,
         pricing: PricingConfig,
         price_source: PriceSource,
         ttl: timedelta,
         clock: Clock = utc_now,
-        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
-        # Single-statement reads need no transaction: an autocommit session saves BEGIN/COMMIT.
-        self._reads = reads or sessions
+        # Single statements (create, get) need no transaction and no ORM: see DirectPool.
+        self._direct = direct
         self._pricing = pricing
         self._price_source = price_source
         self._ttl = ttl
@@ -46,15 +47,15 @@ class QuoteService:
         """Price `request` and store it as a PENDING quote."""
         price = price_quote(request, self._pricing, self._price_source)
         ticket = new_ticket(request, price, self._clock(), self._ttl)
-        async with self._sessions.begin() as session:
-            await QuoteRepository(session).add(ticket)
+        async with self._direct.connection() as conn:
+            await insert_ticket(conn, ticket)
         return ticket
 
     async def get_quote(self, quote_id: str) -> QuoteTicket:
         """The quote as a reader sees it now (a stale PENDING reads as EXPIRED)."""
         qid = parse_quote_id(quote_id)
-        async with self._reads() as session:
-            ticket = await QuoteRepository(session).get(qid)
+        async with self._direct.connection() as conn:
+            ticket = await fetch_ticket(conn, qid)
         if ticket is None:
             raise QuoteNotFound(quote_id)
         return dataclasses.replace(ticket, status=ticket.status_at(self._clock()))

@@ -17,7 +17,7 @@ from ramp_service.idempotency import IdempotencyStore
 from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock, RampService, utc_now
 from service_kit.config import load_settings
-from service_kit.db import autocommit_session_factory, create_engine, session_factory
+from service_kit.db import DirectPool, create_engine, session_factory
 from service_kit.grpc_server import RunningServer, build_server, run_service
 
 SERVICE_NAME = ramp_pb2.DESCRIPTOR.services_by_name["RampService"].full_name
@@ -43,14 +43,15 @@ def create_server(
         deps.chains = build_registration_chains(settings)
     engine = create_engine(settings, "ramp_service")
     sessions = session_factory(engine)
+    direct = DirectPool(settings, "ramp_service")
     channel = grpc.aio.insecure_channel(settings.quote_service_target)
     service = RampService(
         sessions,
+        direct,
         GrpcQuoteClient(channel, settings.quote_timeout_s),
         deps.chains,
         timedelta(seconds=settings.start_window_s),
         deps.clock,
-        reads=autocommit_session_factory(engine),
     )
     idempotency = IdempotencyStore(
         sessions, deps.clock, timedelta(seconds=settings.idempotency_ttl_s)
@@ -74,7 +75,7 @@ def create_server(
     async def close_channel() -> None:
         await channel.close()
 
-    running.on_stop.extend([close_channel, engine.dispose, deps.chains.close])
+    running.on_stop.extend([close_channel, engine.dispose, direct.close, deps.chains.close])
     return running, service
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ramp_service.db.repository import RampRepository
+from ramp_service.db.repository import RampRepository, fetch_record
 from ramp_service.domain.errors import (
     EphemeralNotFresh,
     InvalidRampRequest,
@@ -43,6 +43,7 @@ from ramp_service.domain.ramp import (
     ramp_id_for_quote,
 )
 from ramp_service.ports import QuoteClient, RegistrationChains, RegistrationPlan
+from service_kit.db import DirectPool
 from service_kit.errors import FieldViolation, PreconditionFailed
 
 Clock = Callable[[], datetime]
@@ -76,15 +77,15 @@ class RampService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        direct: DirectPool,
         quotes: QuoteClient,
         chains: RegistrationChains,
         start_window: timedelta = timedelta(minutes=15),
         clock: Clock = utc_now,
-        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._sessions = sessions
-        # Single-statement reads need no transaction: an autocommit session saves BEGIN/COMMIT.
-        self._reads = reads or sessions
+        # Single-statement reads need no transaction and no ORM: see DirectPool.
+        self._direct = direct
         self._quotes = quotes
         self._chains = chains
         self._start_window = start_window
@@ -265,8 +266,8 @@ class RampService:
     async def get(self, ramp_id: str) -> RampRecord:
         """One ramp, as a reader sees it."""
         rid = parse_ramp_id(ramp_id, "id")
-        async with self._reads() as session:
-            record = await RampRepository(session).get(rid)
+        async with self._direct.connection() as conn:
+            record = await fetch_record(conn, rid)
         if record is None:
             raise RampNotFound(ramp_id)
         return record

@@ -24,6 +24,9 @@ class ServiceSettings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, le=200, description="Connections kept in the pool.")
     db_max_overflow: int = Field(5, ge=0, le=200, description="Extra connections under load.")
+    db_direct_pool_size: int = Field(
+        8, ge=1, le=200, description="Connections for the hot single-statement paths."
+    )
     db_pool_timeout_s: float = Field(5.0, gt=0, description="Wait for a pooled connection.")
     db_statement_timeout_ms: int = Field(5000, ge=100, description="Per-statement time limit.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Drain time for in-flight calls.")

@@ -7,7 +7,6 @@ so the job can commit, pause and go on without holding long locks.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -23,15 +22,24 @@ EXPIRE_BATCH = text(
     """
 )
 
-EXPIRED_CANDIDATES = text(
-    """
+# One batch of the old-quote delete, in one statement: lock up to :batch expired candidates,
+# set aside those `{held}` (SQL over candidates.id, supplied by the schema that holds quotes)
+# says are still in use, delete the rest. No ids travel to the client and back.
+DELETE_EXPIRED_BATCH = """
+WITH candidates AS (
     SELECT id FROM quote.quote_tickets
     WHERE status = 'EXPIRED' AND expires_at < :cutoff AND NOT (id = ANY(:skip))
     ORDER BY expires_at LIMIT :batch
-    """
+    FOR UPDATE SKIP LOCKED
+), held AS (
+    SELECT id FROM candidates WHERE {held}
+), deleted AS (
+    DELETE FROM quote.quote_tickets AS q USING candidates AS c
+    WHERE q.id = c.id AND NOT EXISTS (SELECT 1 FROM held WHERE held.id = c.id)
+    RETURNING q.id
 )
-
-DELETE_IDS = text("DELETE FROM quote.quote_tickets WHERE id = ANY(:ids) AND status = 'EXPIRED'")
+SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM deleted), ARRAY(SELECT id FROM held)
+"""
 
 
 def expire_pending(conn: Connection, now: datetime, batch: int) -> int:
@@ -40,23 +48,16 @@ def expire_pending(conn: Connection, now: datetime, batch: int) -> int:
 
 
 def delete_expired(
-    conn: Connection,
-    cutoff: datetime,
-    batch: int,
-    referenced: Callable[[list[uuid.UUID]], set[uuid.UUID]],
-    kept: set[uuid.UUID],
+    conn: Connection, cutoff: datetime, batch: int, held: str, kept: set[uuid.UUID]
 ) -> tuple[int, int]:
-    """Delete up to `batch` quotes that expired before `cutoff`, except those a ramp references.
+    """Delete up to `batch` quotes that expired before `cutoff`, except those `held` (an SQL
+    condition over `candidates.id`) keeps.
 
-    `kept` collects the referenced ids so later batches skip them. Returns (examined, deleted).
+    `kept` collects the held ids so later batches skip them. Returns (examined, deleted).
     """
-    ids = list(
-        conn.scalars(EXPIRED_CANDIDATES, {"cutoff": cutoff, "batch": batch, "skip": list(kept)})
-    )
-    if not ids:
-        return 0, 0
-    still_used = referenced(ids)
-    kept |= still_used
-    deletable = [i for i in ids if i not in still_used]
-    deleted = conn.execute(DELETE_IDS, {"ids": deletable}).rowcount if deletable else 0
-    return len(ids), deleted
+    examined, deleted, held_ids = conn.execute(
+        text(DELETE_EXPIRED_BATCH.format(held=held)),
+        {"cutoff": cutoff, "batch": batch, "skip": list(kept)},
+    ).one()
+    kept.update(held_ids)
+    return examined, deleted

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import namedtuple_row
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,47 +55,65 @@ def _to_ticket(row: Any) -> QuoteTicket:
     )
 
 
+_INSERT_COLUMNS = [
+    c.name for c in QuoteRow.__table__.columns if c.name not in ("consumed_by", "consumed_at")
+]
+INSERT_TICKET_SQL = "INSERT INTO quote.quote_tickets ({}) VALUES ({})".format(
+    ", ".join(_INSERT_COLUMNS), ", ".join(["%s"] * len(_INSERT_COLUMNS))
+)
+
+
+def _ticket_values(ticket: QuoteTicket) -> dict[str, object]:
+    return {
+        "id": ticket.id,
+        "ramp_type": ticket.ramp_type,
+        "from_network": ticket.from_network,
+        "to_network": ticket.to_network,
+        "input_amount": ticket.input_amount,
+        "input_currency": ticket.input_currency,
+        "output_amount": ticket.output_amount,
+        "output_currency": ticket.output_currency,
+        "rate": ticket.rate,
+        "fee_network": ticket.fees.network,
+        "fee_platform": ticket.fees.platform,
+        "fee_anchor": ticket.fees.anchor,
+        "fee_partner_markup": ticket.fees.partner_markup,
+        "fee_total": ticket.fees.total,
+        "fee_currency": ticket.fees.currency,
+        "partner_id": ticket.partner_id,
+        "status": ticket.status.value,
+        "created_at": ticket.created_at,
+        "expires_at": ticket.expires_at,
+    }
+
+
+async def insert_ticket(conn: AsyncConnection[Any], ticket: QuoteTicket) -> None:
+    """Store a new ticket: one prepared INSERT, durable when it returns on an autocommit
+    connection (the hot path of CreateQuote)."""
+    values = _ticket_values(ticket)
+    await conn.execute(INSERT_TICKET_SQL, [values[c] for c in _INSERT_COLUMNS], prepare=True)
+
+
+async def fetch_ticket(conn: AsyncConnection[Any], quote_id: uuid.UUID) -> QuoteTicket | None:
+    """The ticket with this id, or None: one prepared select (the hot path of GetQuote)."""
+    return await _fetch_ticket(conn.cursor(row_factory=namedtuple_row), quote_id)
+
+
+async def _fetch_ticket(cursor: AsyncCursor[Any], quote_id: uuid.UUID) -> QuoteTicket | None:
+    await cursor.execute(GET_TICKET_SQL, (quote_id,), prepare=True)
+    row = await cursor.fetchone()
+    return _to_ticket(row) if row else None
+
+
 class QuoteRepository:
     """Reads and writes quote tickets inside the caller's transaction."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, ticket: QuoteTicket) -> None:
-        """Insert a new ticket."""
-        self._session.add(
-            QuoteRow(
-                id=ticket.id,
-                ramp_type=ticket.ramp_type,
-                from_network=ticket.from_network,
-                to_network=ticket.to_network,
-                input_amount=ticket.input_amount,
-                input_currency=ticket.input_currency,
-                output_amount=ticket.output_amount,
-                output_currency=ticket.output_currency,
-                rate=ticket.rate,
-                fee_network=ticket.fees.network,
-                fee_platform=ticket.fees.platform,
-                fee_anchor=ticket.fees.anchor,
-                fee_partner_markup=ticket.fees.partner_markup,
-                fee_total=ticket.fees.total,
-                fee_currency=ticket.fees.currency,
-                partner_id=ticket.partner_id,
-                status=ticket.status.value,
-                created_at=ticket.created_at,
-                expires_at=ticket.expires_at,
-            )
-        )
-        await self._session.flush()
-
     async def get(self, quote_id: uuid.UUID) -> QuoteTicket | None:
-        """The ticket with this id, or None."""
-        # The hot path of status polling: a server-side prepared statement on the driver
-        # connection (one round trip, no statement building, no identity map).
-        cursor = await driver_cursor(self._session, namedtuple_row)
-        await cursor.execute(GET_TICKET_SQL, (quote_id,), prepare=True)
-        row = await cursor.fetchone()
-        return _to_ticket(row) if row else None
+        """The ticket with this id, or None (inside the caller's transaction)."""
+        return await _fetch_ticket(await driver_cursor(self._session, namedtuple_row), quote_id)
 
     async def consume_if_pending(
         self, quote_id: uuid.UUID, ramp_id: str, now: datetime

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -37,7 +36,9 @@ TIME_OUT_UNSTARTED = text(
     """
 )
 
-REFERENCED_QUOTES = text("SELECT quote_id FROM ramp.ramps WHERE quote_id = ANY(:ids)")
+# For the quote cleanup's batch statement: true where a ramp holds the quote `candidates.id`
+# (schema `ramp` says what "held" means; schema `quote` composes it into its own delete).
+QUOTE_HELD = "EXISTS (SELECT 1 FROM ramp.ramps AS r WHERE r.quote_id = candidates.id)"
 
 
 def delete_idempotency_keys(conn: Connection, cutoff: datetime, batch: int) -> int:
@@ -48,8 +49,3 @@ def delete_idempotency_keys(conn: Connection, cutoff: datetime, batch: int) -> i
 def time_out_unstarted(conn: Connection, now: datetime, batch: int) -> int:
     """Time out up to `batch` registered ramps whose start deadline passed."""
     return conn.execute(TIME_OUT_UNSTARTED, {"now": now, "batch": batch}).rowcount
-
-
-def referenced_quote_ids(conn: Connection, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these quote ids a ramp holds."""
-    return set(conn.scalars(REFERENCED_QUOTES, {"ids": ids}))

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -162,19 +163,8 @@ class RampRepository:
         )
 
     async def get(self, ramp_id: uuid.UUID) -> RampRecord | None:
-        """Everything a reader sees of one ramp, in one round trip."""
-        # Every status poll lands here: a server-side prepared statement on the driver
-        # connection (no statement building, rows straight into dicts).
-        cursor = await driver_cursor(self._session, dict_row)
-        await cursor.execute(GET_RECORD_SQL, {"id": ramp_id}, prepare=True)
-        row = await cursor.fetchone()
-        return _record(row) if row else None
-
-    async def get_many(self, ramp_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, RampRecord]:
-        """The records of `ramp_ids` that exist, by id, in one round trip (prepared)."""
-        cursor = await driver_cursor(self._session, dict_row)
-        await cursor.execute(GET_RECORDS_SQL, {"ids": list(ramp_ids)}, prepare=True)
-        return {row["id"]: _record(row) for row in await cursor.fetchall()}
+        """Everything a reader sees of one ramp, in one round trip (in the caller's transaction)."""
+        return await _fetch_record(await driver_cursor(self._session, dict_row), ramp_id)
 
     async def errors(self, ramp_id: uuid.UUID, limit: int = 100) -> list[RecordedError]:
         """The ramp's newest errors first."""
@@ -230,6 +220,26 @@ FROM ramp.ramps r WHERE {where} {tail}
 
 GET_RECORD_SQL = RECORD_SQL.format(where="r.id = %(id)s", tail="")
 GET_RECORDS_SQL = RECORD_SQL.format(where="r.id = ANY(%(ids)s::uuid[])", tail="")
+
+
+async def fetch_record(conn: AsyncConnection[Any], ramp_id: uuid.UUID) -> RampRecord | None:
+    """Everything a reader sees of one ramp: one prepared statement (every status poll)."""
+    return await _fetch_record(conn.cursor(row_factory=dict_row), ramp_id)
+
+
+async def fetch_records(
+    conn: AsyncConnection[Any], ramp_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, RampRecord]:
+    """The records of `ramp_ids` that exist, by id: one prepared statement."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(GET_RECORDS_SQL, {"ids": list(ramp_ids)}, prepare=True)
+    return {row["id"]: _record(row) for row in await cursor.fetchall()}
+
+
+async def _fetch_record(cursor: AsyncCursor[Any], ramp_id: uuid.UUID) -> RampRecord | None:
+    await cursor.execute(GET_RECORD_SQL, {"id": ramp_id}, prepare=True)
+    row = await cursor.fetchone()
+    return _record(row) if row else None
 
 
 def _record(row: Mapping[Any, Any]) -> RampRecord:

@@ -25,7 +25,7 @@ from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import load_settings
-from service_kit.db import create_engine, session_factory
+from service_kit.db import DirectPool, create_engine, session_factory
 from service_kit.logs import configure_logging
 
 log = logging.getLogger("worker")
@@ -90,14 +90,15 @@ async def serve(settings: WorkerSettings) -> None:
     engine = create_engine(settings, "ramp_worker")
     sessions = session_factory(engine)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    queue = WorkQueue(sessions, owner, timedelta(seconds=settings.worker_lease_s), utc_now)
+    direct = DirectPool(settings, "ramp_worker")
+    queue = WorkQueue(sessions, direct, owner, timedelta(seconds=settings.worker_lease_s), utc_now)
     metrics = WorkerMetrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
 
     handlers = build_handlers(settings, engine)
     processor = PhaseProcessor(
-        queue, RecordLoader(engine), handlers, processor_config(settings), metrics
+        queue, RecordLoader(direct), handlers, processor_config(settings), metrics
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,6 +108,7 @@ async def serve(settings: WorkerSettings) -> None:
     gauges = asyncio.ensure_future(refresh_gauges(sessions, metrics, stop))
     await processor.run_forever(stop)
     await gauges
+    await direct.close()
     await engine.dispose()
     log.info("worker stopped", extra={"owner": owner})
 

@@ -10,12 +10,14 @@ from ramp_service.config import RampSettings
 class WorkerSettings(RampSettings):
     """Worker knobs on top of the ramp settings (chains, partners, database)."""
 
-    # A batch's ramps each hold a connection while they write, plus the journal, the funding
-    # lock and the gauges: overflow connections are closed on return, so size the pool above
-    # the batch.
+    # A batch's phase moves, record loads and lease releases share statements (coalesced per
+    # event-loop turn); the journal, the funding lock and the gauges take their own connections:
+    # overflow connections are closed on return, so keep the pool above what runs at once.
     db_pool_size: int = Field(20, ge=1, le=200, description="Connections kept in the pool.")
 
-    worker_batch_size: int = Field(10, ge=1, le=500, description="Ramps claimed per statement.")
+    # A claim of 32 shares each round trip and commit among up to 32 ramps' transitions
+    # (10 claimed at a time: 364 no-op ramps/s on 2 cores; 32: see README "Performance").
+    worker_batch_size: int = Field(32, ge=1, le=500, description="Ramps claimed per statement.")
     worker_poll_interval_ms: int = Field(500, ge=10, le=60_000, description="Idle poll interval.")
     worker_lease_s: float = Field(30.0, ge=1, le=600, description="Lease length; heartbeat at 1/3.")
     worker_phase_timeout_s: float = Field(60.0, ge=1, description="Longest single handler run.")

@@ -5,19 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from ramp_service.db.repository import RampRepository
+from ramp_service.db.repository import fetch_records
 from ramp_service.domain.ramp import RampRecord
 from ramp_service.worker.coalesce import Coalescer
-from service_kit.db import autocommit_session_factory
+from service_kit.db import DirectPool
 
 
 class RecordLoader:
     """`await loader(ramp_id)`: the ramp's record; concurrent loads share one prepared read."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._sessions = autocommit_session_factory(engine)
+    def __init__(self, direct: DirectPool) -> None:
+        self._direct = direct
         self._loads: Coalescer[uuid.UUID, RampRecord | None] = Coalescer(self._load_many)
 
     async def __call__(self, ramp_id: uuid.UUID) -> RampRecord:
@@ -27,6 +25,6 @@ class RecordLoader:
         return record
 
     async def _load_many(self, ramp_ids: Sequence[uuid.UUID]) -> list[RampRecord | None]:
-        async with self._sessions() as session:
-            records = await RampRepository(session).get_many(ramp_ids)
+        async with self._direct.connection() as conn:
+            records = await fetch_records(conn, ramp_ids)
         return [records.get(i) for i in ramp_ids]

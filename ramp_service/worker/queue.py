@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import RampErrorRow, RampRow
 from ramp_service.worker.coalesce import Coalescer
-from service_kit.db import autocommit_session_factory, driver_cursor
+from service_kit.db import DirectPool
 
 CLAIM_SQL = """
     WITH due AS (
@@ -120,12 +120,13 @@ class WorkQueue:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        direct: DirectPool,
         owner: str,
         lease_for: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
         self.sessions = sessions
-        self._autocommit = autocommit_session_factory(sessions.kw["bind"])
+        self._direct = direct  # the hot single statements: claims, moves, releases
         self.owner = owner
         self.lease_for = lease_for
         self.clock = clock
@@ -137,9 +138,8 @@ class WorkQueue:
         """Take leases on up to `limit` due ramps in one atomic statement."""
         now = self.clock()
         params = {"now": now, "limit": limit, "owner": self.owner, "until": now + self.lease_for}
-        async with self._autocommit() as session:  # one statement: atomic by itself
-            cursor = await driver_cursor(session)
-            await cursor.execute(CLAIM_SQL, params, prepare=True)
+        async with self._direct.connection() as conn:  # one statement: atomic by itself
+            cursor = await conn.execute(CLAIM_SQL, params, prepare=True)
             return [Claim(*row) for row in await cursor.fetchall()]
 
     def _fenced(self, claim: Claim) -> list[ColumnElement[bool]]:
@@ -274,9 +274,8 @@ class WorkQueue:
     async def _move_many(self, moves: Sequence[dict[str, object]]) -> list[bool]:
         """Apply `moves` in one statement; whether each one's swap matched."""
         params = {"moves": json.dumps(moves, default=str), "owner": self.owner}
-        async with self._autocommit() as session:
-            cursor = await driver_cursor(session)
-            await cursor.execute(MOVE_MANY_SQL, params, prepare=True)
+        async with self._direct.connection() as conn:
+            cursor = await conn.execute(MOVE_MANY_SQL, params, prepare=True)
             moved = {row[0] for row in await cursor.fetchall()}
         return [move["id"] in moved for move in moves]
 
@@ -312,9 +311,8 @@ class WorkQueue:
             "generation": [c.generation for c in claims],
             "owner": self.owner,
         }
-        async with self._autocommit() as session:
-            cursor = await driver_cursor(session)
-            await cursor.execute(RELEASE_MANY_SQL, params, prepare=True)
+        async with self._direct.connection() as conn:
+            await conn.execute(RELEASE_MANY_SQL, params, prepare=True)
         return [None] * len(claims)
 
     def _error_row(self, claim: Claim, error: ErrorEntry, now: datetime) -> RampErrorRow:

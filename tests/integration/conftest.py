@@ -18,7 +18,7 @@ from ramp_service.config import RampSettings
 from ramp_service.main import RampDeps
 from ramp_service.main import create_server as create_ramp_server
 from service_kit.config import ServiceSettings
-from service_kit.db import create_engine, session_factory
+from service_kit.db import DirectPool, create_engine, session_factory
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread
 
@@ -115,3 +115,11 @@ def sessions(database_url: str, aio_loop: LoopThread) -> Iterator[async_sessionm
     engine = aio_loop.run(make())
     yield session_factory(engine)
     aio_loop.run(engine.dispose())
+
+
+@pytest.fixture
+def direct(database_url: str, aio_loop: LoopThread) -> Iterator[DirectPool]:
+    """The direct (psycopg, autocommit) pool on the test database, as the services use it."""
+    pool = DirectPool(ServiceSettings(database_url=database_url, db_direct_pool_size=4), "test")
+    yield pool
+    aio_loop.run(pool.close())

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ramp_service.admin import RampAdmin
 from ramp_service.db.models import PhaseEventRow, RampRow
 from ramp_service.worker.queue import LeaseLost, WorkQueue
+from service_kit.db import DirectPool
 from service_kit.errors import InvalidInput, PreconditionFailed
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
@@ -30,10 +31,13 @@ def set_state(
 
 
 def test_retry_puts_a_reviewed_ramp_back_and_fences_stale_runs(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
-    queue = WorkQueue(sessions, "w1", timedelta(seconds=30), clock)
+    queue = WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock)
     [claim] = aio_loop.run(queue.claim_due(1))
     set_state(
         sessions, aio_loop, ramp_id, status="MANUAL_REVIEW", current_phase="nablaSwap", attempts=8

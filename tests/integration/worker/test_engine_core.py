@@ -22,6 +22,7 @@ from ramp_service.worker.handlers import PhaseContext
 from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import LeaseLost, WorkQueue
+from service_kit.db import DirectPool
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
 
@@ -41,17 +42,18 @@ class Script:
 
 def processor(
     sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
     clock: FakeClock,
     script: Script,
     owner: str = "w1",
     policy: RetryPolicy | None = None,
 ) -> PhaseProcessor:
-    queue = WorkQueue(sessions, owner, timedelta(seconds=30), clock)
+    queue = WorkQueue(sessions, direct, owner, timedelta(seconds=30), clock)
 
     phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
     return PhaseProcessor(
         queue,
-        RecordLoader(sessions.kw["bind"]),
+        RecordLoader(direct),
         {p: script for p in phases},
         ProcessorConfig(default_policy=policy or RetryPolicy()),
         WorkerMetrics(),
@@ -76,11 +78,14 @@ async def events(
 
 
 def test_a_ramp_runs_every_phase_in_order_then_cleans_up(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
     script = Script()
-    assert aio_loop.run(processor(sessions, clock, script).run_once()) == 1
+    assert aio_loop.run(processor(sessions, direct, clock, script).run_once()) == 1
     assert script.runs == [*SELL_V1.names()[:-1], "stellarCleanup", "pendulumCleanup"]
     row = aio_loop.run(ramp_row(sessions, ramp_id))
     assert (row.status, row.current_phase, row.cleanup_phase, row.lease_owner) == (
@@ -92,16 +97,21 @@ def test_a_ramp_runs_every_phase_in_order_then_cleans_up(
     history = aio_loop.run(events(sessions, ramp_id))
     phases = [to for _, to, _ in history]
     assert phases[-4:] == ["stellarPayment", "complete", "stellarCleanup", "pendulumCleanup"]
-    assert aio_loop.run(processor(sessions, clock, script).run_once()) == 0  # nothing left to do
+    assert (
+        aio_loop.run(processor(sessions, direct, clock, script).run_once()) == 0
+    )  # nothing left to do
 
 
 def test_recoverable_errors_back_off_then_go_to_manual_review(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
     failures = [Retry("HORIZON_5XX", "bad gateway")] * 3
     script = Script({"awaitUserDeposit": [Advance()], "fundEphemeral": list(failures)})
-    proc = processor(sessions, clock, script, policy=RetryPolicy(max_attempts=3))
+    proc = processor(sessions, direct, clock, script, policy=RetryPolicy(max_attempts=3))
     aio_loop.run(proc.run_once())
     row = aio_loop.run(ramp_row(sessions, ramp_id))
     assert (row.status, row.current_phase, row.attempts) == ("RUNNING", "fundEphemeral", 1)
@@ -128,12 +138,17 @@ def test_recoverable_errors_back_off_then_go_to_manual_review(
 
 
 def test_waiting_past_the_time_budget_times_out_where_the_flow_allows_it(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
     waits = [Wait(timedelta(seconds=10))] * 10
     script = Script({"awaitUserDeposit": list(waits)})
-    proc = processor(sessions, clock, script, policy=RetryPolicy(time_budget=timedelta(minutes=1)))
+    proc = processor(
+        sessions, direct, clock, script, policy=RetryPolicy(time_budget=timedelta(minutes=1))
+    )
     aio_loop.run(proc.run_once())
     clock.advance(seconds=11)
     aio_loop.run(proc.run_once())
@@ -145,22 +160,28 @@ def test_waiting_past_the_time_budget_times_out_where_the_flow_allows_it(
 
 
 def test_unrecoverable_errors_fail_the_ramp_with_the_reason(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
     script = Script({"nablaSwap": [Fail("TX_BAD_AUTH", "signature rejected")]})
-    aio_loop.run(processor(sessions, clock, script).run_once())
+    aio_loop.run(processor(sessions, direct, clock, script).run_once())
     row = aio_loop.run(ramp_row(sessions, ramp_id))
     assert (row.status, row.current_phase, row.status_reason) == ("FAILED", "failed", "TX_BAD_AUTH")
     assert aio_loop.run(events(sessions, ramp_id))[-1] == ("nablaSwap", "failed", "FAILED")
 
 
 def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ramp_id = aio_loop.run(insert_running(sessions, clock.now))
-    old = WorkQueue(sessions, "old", timedelta(seconds=30), clock)
-    new = WorkQueue(sessions, "new", timedelta(seconds=30), clock)
+    old = WorkQueue(sessions, direct, "old", timedelta(seconds=30), clock)
+    new = WorkQueue(sessions, direct, "new", timedelta(seconds=30), clock)
     [stale] = aio_loop.run(old.claim_due(10))
     assert aio_loop.run(new.claim_due(10)) == []  # leased
     clock.advance(seconds=31)
@@ -184,10 +205,13 @@ def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
 
 
 def test_concurrent_claimers_never_share_a_ramp(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ids = {aio_loop.run(insert_running(sessions, clock.now)) for _ in range(30)}
-    queues = [WorkQueue(sessions, f"w{i}", timedelta(seconds=30), clock) for i in range(6)]
+    queues = [WorkQueue(sessions, direct, f"w{i}", timedelta(seconds=30), clock) for i in range(6)]
 
     async def race() -> list[list[uuid.UUID]]:
         results = await asyncio.gather(*(q.claim_due(10) for q in queues))
@@ -199,11 +223,14 @@ def test_concurrent_claimers_never_share_a_ramp(
 
 
 def test_moves_made_in_one_turn_are_fenced_one_by_one(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
 ) -> None:
     ids = [aio_loop.run(insert_running(sessions, clock.now)) for _ in range(3)]
-    old = WorkQueue(sessions, "old", timedelta(seconds=30), clock)
-    new = WorkQueue(sessions, "new", timedelta(seconds=30), clock)
+    old = WorkQueue(sessions, direct, "old", timedelta(seconds=30), clock)
+    new = WorkQueue(sessions, direct, "new", timedelta(seconds=30), clock)
     claims = {c.ramp_id: c for c in aio_loop.run(old.claim_due(10))}
     assert set(claims) == set(ids)
 
