@@ -66,35 +66,41 @@ async def closed_loop(
 
 
 async def open_loop(call: Call, rate: float, seconds: float, max_in_flight: int = 4000) -> Result:
-    """Send at `rate` per second for `seconds`; latency counted from each intended start."""
+    """Send at `rate` per second for `seconds`; latency counted from each intended start.
+
+    Every send is a timer on the event loop at its intended time, so sends interleave with the
+    processing of responses (a send loop that catches up in a burst would starve them, and its
+    own stall would show up as the system's latency)."""
     hist, done, errors = _histogram(), 0, 0
     tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
 
     async def one(intended: float) -> None:
         nonlocal done, errors
         try:
             await call()
             done += 1
-            hist.record_value(max(1, int((time.perf_counter() - intended) * 1e6)))
+            hist.record_value(max(1, int((loop.time() - intended) * 1e6)))
         except Exception:
             errors += 1
 
-    start = time.perf_counter()
-    total = int(rate * seconds)
-    for i in range(total):
-        intended = start + i / rate
-        delay = intended - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    def launch(intended: float) -> None:
+        nonlocal errors
         if len(tasks) >= max_in_flight:
             errors += 1  # the system under test fell too far behind: count, don't wait
-            continue
-        task = asyncio.ensure_future(one(intended))
+            return
+        task = loop.create_task(one(intended))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    return _result(hist, done, errors, time.perf_counter() - start)
+
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    for i in range(total):
+        loop.call_at(start + i / rate, launch, start + i / rate)
+    await asyncio.sleep(max(0.0, start + total / rate - loop.time()) + 0.01)
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return _result(hist, done, errors, loop.time() - start)
 
 
 async def measure(call: Call, seconds: float, concurrency: int = 32) -> tuple[Result, Result]:
