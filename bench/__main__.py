@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import statistics
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, stack, workloads
+from bench import baselines, cpu, loadgen, stack, workloads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,7 +28,28 @@ def run(quick: bool) -> dict[str, Any]:
     seconds = 4.0 if quick else 15.0
     with ExitStack() as processes:
         sut = stack.start(processes)
-        echo_peak, echo_half = asyncio.run(workloads.echo(sut.echo_address, seconds))
+        costs: dict[str, dict[str, float]] = {}
+
+        def accounted(
+            name: str, servers: list[str], run: Callable[[], Any]
+        ) -> tuple[loadgen.Result, loadgen.Result]:
+            """Run a (peak, half) measurement; record its CPU per request on each side."""
+            roots = [sut.pids[s] for s in servers]
+            server_before, me_before = cpu.cpu_seconds(roots), cpu.cpu_seconds([os.getpid()])
+            calls_before = loadgen.CALLS.calls
+            peak, half = asyncio.run(run())
+            requests = max(1, loadgen.CALLS.calls - calls_before)  # warm-up calls included
+            costs[name] = {
+                "server_us": round(1e6 * (cpu.cpu_seconds(roots) - server_before) / requests),
+                "bench_process_us": round(
+                    1e6 * (cpu.cpu_seconds([os.getpid()]) - me_before) / requests
+                ),
+            }
+            return peak, half
+
+        echo_peak, echo_half = accounted(
+            "echo", ["echo"], lambda: workloads.echo(sut.echo_address, seconds)
+        )
         results: dict[str, Any] = {
             "baselines": {
                 "echo_qps": echo_peak.qps,
@@ -34,13 +57,23 @@ def run(quick: bool) -> dict[str, Any]:
                 "pg_insert_per_s": round(baselines.pg_insert_per_s(sut.database_url, seconds), 1),
             },
             "workloads": {},
+            # Not part of the targets: CPU per request of the service (with Envoy for REST) and
+            # of this process (the load generator, warm-up included, plus its gRPC threads'
+            # fixed cost, which weighs more per request as throughput falls); they share cores.
+            "cpu_per_request": costs,
         }
         w = results["workloads"]
         w["quote_get"] = workloads.row(
-            *asyncio.run(workloads.quote_get(sut.quote_address, seconds))
+            *accounted(
+                "quote_get", ["quote"], lambda: workloads.quote_get(sut.quote_address, seconds)
+            )
         )
         w["quote_create"] = workloads.row(
-            *asyncio.run(workloads.quote_create(sut.quote_address, seconds))
+            *accounted(
+                "quote_create",
+                ["quote"],
+                lambda: workloads.quote_create(sut.quote_address, seconds),
+            )
         )
         combined, halves = asyncio.run(
             workloads.register_start(sut.ramp_address, sut.quote_address, sut.passphrase, seconds)
@@ -49,10 +82,18 @@ def run(quick: bool) -> dict[str, Any]:
         results["register_start_parts"] = halves
         ids = workloads.seed_polled_ramps(sut.database_url, 50)
         w["status_poll_grpc"] = workloads.row(
-            *asyncio.run(workloads.status_poll_grpc(sut.ramp_address, ids, seconds)),
+            *accounted(
+                "status_poll_grpc",
+                ["ramp"],
+                lambda: workloads.status_poll_grpc(sut.ramp_address, ids, seconds),
+            )
         )
         w["status_poll_rest"] = workloads.row(
-            *asyncio.run(workloads.status_poll_rest(sut.rest_url, ids, seconds))
+            *accounted(
+                "status_poll_rest",
+                ["ramp", "envoy"],
+                lambda: workloads.status_poll_rest(sut.rest_url, ids, seconds),
+            )
         )
         # The ceiling: 3000 freshly vacuumed due ramps claimed and finished by raw SQL, the
         # median of three rounds (one round lasts well under a second).
@@ -102,6 +143,11 @@ def print_table(results: dict[str, Any]) -> None:
             )
         else:
             print(f"{name:<24}" + "  ".join(f"{k}={v}" for k, v in row.items()))
+    costs = results.get("cpu_per_request", {})
+    if costs:
+        print(f"\n{'cpu per request':<24}{'service us':>12}{'bench us':>12}")
+        for name, cost in costs.items():
+            print(f"{name:<24}{cost['server_us']:>12.0f}{cost['bench_process_us']:>12.0f}")
     adv = results["workloads"].get("phase_advance")
     if adv and base.get("claim_ceiling_per_s"):
         print(

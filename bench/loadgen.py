@@ -16,6 +16,15 @@ from hdrh.histogram import HdrHistogram
 Call = Callable[[], Awaitable[object]]
 
 
+class _Counter:
+    """Every call either loop has finished, warm-ups included (for CPU per request)."""
+
+    calls = 0
+
+
+CALLS = _Counter()
+
+
 @dataclass
 class Result:
     """Throughput, latency percentiles (ms) and errors of one run."""
@@ -33,6 +42,8 @@ def _histogram() -> HdrHistogram:
 
 
 def _result(hist: HdrHistogram, done: int, errors: int, elapsed: float) -> Result:
+    CALLS.calls += done + errors
+
     def ms(p: float) -> float:
         return round(hist.get_value_at_percentile(p) / 1000, 3) if hist.get_total_count() else 0.0
 

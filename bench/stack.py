@@ -39,6 +39,7 @@ class Stack:
     ramp_address: str
     rest_url: str
     passphrase: str
+    pids: dict[str, int]  # echo, quote, ramp, envoy: for CPU accounting
 
 
 def fresh_database() -> str:
@@ -62,7 +63,9 @@ def drop_database(url: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
 
 
-def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) -> None:
+def spawn(
+    stack: ExitStack, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A child process killed when the benchmark ends; its output is discarded."""
     proc = subprocess.Popen(
         [sys.executable, *argv],
@@ -72,6 +75,7 @@ def spawn(stack: ExitStack, argv: list[str], env: dict[str, str] | None = None) 
     )
     stack.callback(proc.wait)
     stack.callback(proc.kill)
+    return proc
 
 
 def start(stack: ExitStack) -> Stack:
@@ -79,7 +83,7 @@ def start(stack: ExitStack) -> Stack:
     url = fresh_database()
     stack.callback(drop_database, url)  # runs last: after every process using it has stopped
     echo_port, quote_port, ramp_port = free_port(), free_port(), free_port()
-    spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
+    echo = spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
     devnet = {name: free_port() for name in ("horizon", "anchor", "pix", "substrate")}
     keys_file = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "keys.json"
     keys = load_or_create_keys(keys_file)
@@ -91,7 +95,7 @@ def start(stack: ExitStack) -> Stack:
             **{f"DEVNET_{name.upper()}_PORT": str(port) for name, port in devnet.items()},
         },
     )
-    spawn(
+    quote = spawn(
         stack,
         ["-m", "quote_service"],
         {
@@ -101,7 +105,7 @@ def start(stack: ExitStack) -> Stack:
             "GRPC_PROCESSES": PROCESSES,
         },
     )
-    spawn(
+    ramp = spawn(
         stack,
         ["-m", "ramp_service"],
         {
@@ -136,4 +140,5 @@ def start(stack: ExitStack) -> Stack:
         f"127.0.0.1:{ramp_port}",
         gateway.url,
         DEVNET_PASSPHRASE,
+        {"echo": echo.pid, "quote": quote.pid, "ramp": ramp.pid, "envoy": gateway.process.pid},
     )

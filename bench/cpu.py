@@ -1,0 +1,45 @@
+"""CPU time of processes (Linux /proc): what one request costs each side, so ratios to the echo
+baseline can be explained by where the cycles went on a machine the load generator shares."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROC = Path("/proc")
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _with_descendants(roots: list[int]) -> set[int]:
+    """`roots` and every process below them (GRPC_PROCESSES siblings, Envoy's children)."""
+    parent: dict[int, int] = {}
+    for entry in PROC.glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields:
+            parent[int(entry.name)] = int(fields[1])
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, pp in parent.items() if pp == pid and p not in found]
+        found.update(children)
+        frontier.extend(children)
+    return found
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds used so far by `roots` and their descendants (0 without /proc)."""
+    if not PROC.exists():
+        return 0.0
+    total = 0
+    for pid in _with_descendants(roots):
+        fields = _stat(pid)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
