@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
+import psycopg.errors
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import RowFactory
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from service_kit.config import ServiceSettings
+from service_kit.errors import DependencyUnavailable
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -104,12 +107,28 @@ class DirectPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection for one statement; back to the pool on exit."""
+        """A connection for one statement; back to the pool on exit.
+
+        A lost or unreachable database is `DependencyUnavailable` (UNAVAILABLE, reason
+        DATABASE_UNAVAILABLE: the caller may retry); after a broken connection every idle one
+        is checked at once, so one failed call replaces them all (a restarted server or killed
+        backends would otherwise fail one call per pooled connection)."""
         if not self._opened:
             await self._pool.open()  # idempotent; safe when two first callers race
             self._opened = True
-        async with self._pool.connection() as conn:
-            yield conn
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise DependencyUnavailable(
+                "DATABASE_UNAVAILABLE", "no database connection within the pool timeout"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            if not isinstance(exc, psycopg.errors.QueryCanceled):  # a timeout: connection fine
+                await self._pool.check()
+            raise DependencyUnavailable(
+                "DATABASE_UNAVAILABLE", f"database unavailable: {type(exc).__name__}"
+            ) from exc
 
     async def close(self) -> None:
         """Close every connection (the pool cannot be reopened)."""
