@@ -35,14 +35,17 @@ def run(quick: bool) -> dict[str, Any]:
         ) -> tuple[loadgen.Result, loadgen.Result]:
             """Run a (peak, half) measurement; record its CPU per request on each side."""
             roots = [sut.pids[s] for s in servers]
-            server_before, me_before = cpu.cpu_seconds(roots), cpu.cpu_seconds([os.getpid()])
+            server_before, me_before = (
+                cpu.cpu_seconds(roots),
+                cpu.cpu_seconds([os.getpid()], descendants=False),
+            )
             calls_before = loadgen.CALLS.calls
             peak, half = asyncio.run(run())
             requests = max(1, loadgen.CALLS.calls - calls_before)  # warm-up calls included
             costs[name] = {
                 "server_us": round(1e6 * (cpu.cpu_seconds(roots) - server_before) / requests),
                 "bench_process_us": round(
-                    1e6 * (cpu.cpu_seconds([os.getpid()]) - me_before) / requests
+                    1e6 * (cpu.cpu_seconds([os.getpid()], descendants=False) - me_before) / requests
                 ),
             }
             return peak, half

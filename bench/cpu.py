@@ -33,12 +33,13 @@ def _with_descendants(roots: list[int]) -> set[int]:
     return found
 
 
-def cpu_seconds(roots: list[int]) -> float:
-    """User + system CPU seconds used so far by `roots` and their descendants (0 without /proc)."""
+def cpu_seconds(roots: list[int], descendants: bool = True) -> float:
+    """User + system CPU seconds used so far by `roots` (and, by default, their descendants);
+    0 without /proc."""
     if not PROC.exists():
         return 0.0
     total = 0
-    for pid in _with_descendants(roots):
+    for pid in _with_descendants(roots) if descendants else set(roots):
         fields = _stat(pid)
         if fields:
             total += int(fields[11]) + int(fields[12])
