@@ -60,7 +60,10 @@ class RampRow(Base):
             "start_deadline",
             postgresql_where=text("status = 'REGISTERED'"),
         ),
-        Index("ix_ramps_status_phase", "status", "current_phase", "updated_at"),
+        # Operators' listings by status. Nothing a processor move changes is indexed, so moves
+        # are in-place (HOT) updates; the table keeps 20% of each page free for them
+        # (fillfactor 80, migration 0003).
+        Index("ix_ramps_status", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
