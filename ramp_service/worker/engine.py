@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ramp_service.chains.errors import ChainError
 from ramp_service.domain.flows import COMPLETE, FAILED, FLOWS, TIMED_OUT, Flow, IllegalTransition
 from ramp_service.domain.outcomes import (
@@ -34,6 +36,7 @@ from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.journal import Journal
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import Claim, ErrorEntry, LeaseLost, WorkQueue
+from service_kit.errors import DependencyUnavailable
 
 log = logging.getLogger("worker")
 
@@ -73,7 +76,13 @@ class PhaseProcessor:
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Claim and drive batches until `stop` is set; in-flight ramps finish their step."""
         while not stop.is_set():
-            claimed = await self.run_once()
+            try:
+                claimed = await self.run_once()
+            except (DependencyUnavailable, SQLAlchemyError) as exc:
+                # The database is away: nothing was claimed (or the claim did not commit); the
+                # leases of anything claimed expire and other workers, or this one, go on later.
+                log.warning("database unavailable; retrying", extra={"error": str(exc)[:200]})
+                claimed = 0
             if claimed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._config.poll_interval.total_seconds())
@@ -92,6 +101,13 @@ class PhaseProcessor:
         except (LeaseLost, asyncio.CancelledError):
             self._metrics.lease_losses.inc()
             log.warning("lease lost; stopping", extra={"ramp_id": str(claim.ramp_id)})
+        except (DependencyUnavailable, SQLAlchemyError) as exc:
+            # Stopped between two durable writes; the journal and the fenced moves make the
+            # next claim of this ramp (after its lease expires) pick up exactly there.
+            log.warning(
+                "database unavailable; ramp left for its next claim",
+                extra={"ramp_id": str(claim.ramp_id), "error": str(exc)[:200]},
+            )
         except Exception:
             log.exception("processor bug", extra={"ramp_id": str(claim.ramp_id)})
         finally:

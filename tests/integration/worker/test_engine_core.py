@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,7 +23,8 @@ from ramp_service.worker.handlers import PhaseContext
 from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import LeaseLost, WorkQueue
-from service_kit.db import DirectPool
+from service_kit.config import ServiceSettings
+from service_kit.db import DirectPool, libpq_url
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
 
@@ -259,3 +261,45 @@ def test_moves_made_in_one_turn_are_fenced_one_by_one(
     assert phases == ["awaitUserDeposit", "initial", "awaitUserDeposit"]
     moved_to = [[e[1] for e in aio_loop.run(events(sessions, i))] for i in ids]
     assert [m.count("awaitUserDeposit") for m in moved_to] == [1, 0, 1]  # none for the fenced
+
+
+def test_the_processor_outlives_losing_its_database_connections(
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    settings = ServiceSettings(database_url=database_url, db_direct_pool_size=2)
+    direct = DirectPool(settings, "processor-under-test")
+    proc = processor(sessions, direct, clock, Script())
+    first = aio_loop.run(insert_running(sessions, clock.now))
+    assert aio_loop.run(proc.run_once()) == 1  # the pool is open and used
+    assert aio_loop.run(ramp_row(sessions, first)).status == "COMPLETE"
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'processor-under-test'"
+        ).fetchone()
+    assert killed and killed[0] >= 1
+    second = aio_loop.run(insert_running(sessions, clock.now))
+
+    async def run_until_done() -> str:
+        stop = asyncio.Event()
+        runner = asyncio.ensure_future(proc.run_forever(stop))
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if runner.done():  # it must not die with the connections
+                    runner.result()
+                    return "stopped"
+                row = await ramp_row(sessions, second)
+                if row.status == "COMPLETE" and row.cleanup_phase is None:
+                    return "COMPLETE"
+            return "still running"
+        finally:
+            stop.set()
+            await runner
+            await direct.close()
+
+    assert aio_loop.run(run_until_done()) == "COMPLETE"
