@@ -61,17 +61,17 @@ WITH input AS (
     FROM input AS i
     WHERE r.id = i.id AND r.generation = i.generation AND r.lease_owner = %(owner)s
       AND (NOT i.check_phase OR (r.current_phase = i.phase_from AND r.status = i.status_from))
-    RETURNING r.id
+    RETURNING r.id, r.generation
 ), event AS (
     INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note, created_at)
     SELECT i.id, i.event_from, i.event_to, i.event_status, i.actor, i.note, i.now
-    FROM input AS i JOIN moved USING (id)
+    FROM input AS i JOIN moved USING (id, generation)
 ), error AS (
     INSERT INTO ramp.errors (ramp_id, phase, reason, message, recoverable, created_at)
     SELECT i.id, i.e_phase, i.e_reason, i.e_message, i.e_recoverable, i.now
-    FROM input AS i JOIN moved USING (id) WHERE i.e_phase IS NOT NULL
+    FROM input AS i JOIN moved USING (id, generation) WHERE i.e_phase IS NOT NULL
 )
-SELECT id FROM moved
+SELECT id, generation FROM moved
 """
 
 # Gives back the leases of every ramp a processor finished with in one turn.
@@ -277,8 +277,9 @@ class WorkQueue:
         params = {"moves": json.dumps(moves, default=str), "owner": self.owner}
         async with self._direct.connection() as conn:
             cursor = await conn.execute(MOVE_MANY_SQL, params, prepare=True)
-            moved = {row[0] for row in await cursor.fetchall()}
-        return [move["id"] in moved for move in moves]
+            moved = {(row[0], row[1]) for row in await cursor.fetchall()}
+        # By (id, generation): a stale run's move and its successor's can share a batch.
+        return [(move["id"], move["generation"]) in moved for move in moves]
 
     async def reschedule(self, claim: Claim, delay: timedelta, error: ErrorEntry | None) -> None:
         """Try the same phase again after `delay`; a recorded error counts as an attempt."""

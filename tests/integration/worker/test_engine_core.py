@@ -303,3 +303,29 @@ def test_the_processor_outlives_losing_its_database_connections(
             await direct.close()
 
     assert aio_loop.run(run_until_done()) == "COMPLETE"
+
+
+def test_a_stale_and_a_fresh_move_of_one_ramp_in_one_batch_only_the_fresh_one_lands(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    queue = WorkQueue(sessions, direct, "w", timedelta(seconds=30), clock)
+    [stale] = aio_loop.run(queue.claim_due(10))
+    clock.advance(seconds=31)  # the lease lapses; the same process claims the ramp again
+    [fresh] = aio_loop.run(queue.claim_due(10))
+    assert (fresh.ramp_id, fresh.generation) == (ramp_id, stale.generation + 1)
+
+    async def both() -> list[BaseException | None]:
+        return await asyncio.gather(
+            queue.move(stale, to_phase="awaitUserDeposit"),
+            queue.move(fresh, to_phase="awaitUserDeposit"),
+            return_exceptions=True,
+        )
+
+    stale_answer, fresh_answer = aio_loop.run(both())
+    assert isinstance(stale_answer, LeaseLost) and fresh_answer is None
+    moved_to = [to for _, to, _ in aio_loop.run(events(sessions, ramp_id))]
+    assert moved_to.count("awaitUserDeposit") == 1
