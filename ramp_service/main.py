@@ -76,6 +76,7 @@ def create_server(
         await channel.close()
 
     running.on_stop.extend([close_channel, engine.dispose, direct.close, deps.chains.close])
+    running.warm_up.append(deps.chains.warm_up)
     return running, service
 
 

@@ -66,6 +66,10 @@ class RegistrationChains(Protocol):
         """The signed payload to store; raises InvalidInput naming what does not match."""
         ...
 
+    async def warm_up(self) -> None:
+        """Connect and load what the first calls would otherwise wait for."""
+        ...
+
     async def close(self) -> None:
         """Release connections (the server calls this when it stops)."""
         ...

@@ -34,6 +34,7 @@ from service_kit.logs import configure_logging, request_id
 log = logging.getLogger("grpc")
 
 ERROR_DOMAIN = "pendulumpay.com"
+WARM_UP_TIMEOUT_S = 30.0
 REQUEST_ID_KEY = "x-request-id"
 
 # The one table from domain error kinds to gRPC codes.
@@ -162,10 +163,21 @@ class RunningServer:
     health: HealthServicer
     service_names: tuple[str, ...]
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run after the port is open and before health says SERVING (readiness), each for at most
+    # WARM_UP_TIMEOUT_S; a failure is logged and the service serves cold rather than not at all.
+    warm_up: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Start serving and report every service SERVING."""
+        """Start serving, warm up, and report every service SERVING."""
         await self.server.start()
+        for warm in self.warm_up:
+            try:
+                await asyncio.wait_for(warm(), WARM_UP_TIMEOUT_S)
+            except Exception as exc:  # a dependency may be down at start: serve anyway
+                log.warning(
+                    "warm-up failed; serving cold",
+                    extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+                )
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 

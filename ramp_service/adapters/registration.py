@@ -33,6 +33,9 @@ from ramp_service.ports import Prepared, RegistrationPlan
 
 # Fiat currency → the token the pools and bridge move it as.
 TOKEN_FOR = {"EUR": "EURC", "ARS": "ARST", "BRL": "BRLA", "USDC": "USDC"}
+# Pendulum clients loaded at start: chain calls run on asyncio's default thread pool, which has
+# min(32, cores + 4) threads; four covers a two-core pod's concurrent registers.
+WARM_CLIENTS = 4
 VALIDITY_S = 7 * 24 * 3600  # presigned Stellar transactions stay valid for a week
 NO_DEADLINE = 2**63 - 1
 
@@ -178,6 +181,11 @@ class ChainRegistration:
             ],
         )
         return Prepared(txs, {"pix_deposit_id": deposit.id, "pix_copy_paste": deposit.copy_paste})
+
+    async def warm_up(self) -> None:
+        """Connect to Pendulum and load its runtime ahead of the first register (see
+        PendulumChain.warm_up): as many pooled clients as register's chain calls run at once."""
+        await asyncio.to_thread(self._pendulum.warm_up, WARM_CLIENTS)
 
     async def close(self) -> None:
         """Close the Pendulum clients and the partners' pooled connections."""

@@ -149,6 +149,16 @@ class PendulumChain:
             payload = hashlib.blake2b(payload, digest_size=32).digest()
         return "0x" + payload.hex()
 
+    def warm_up(self, clients: int) -> None:
+        """Load the runtime once for the metadata client and `clients` pooled clients now, so
+        the first calls after a start do not each wait for a metadata decode (they are
+        serialized process-wide: a cold burst of registers would queue behind one another)."""
+        with self._offline_lock:
+            self._metadata_client()
+        ready = [self._initialized_client() for _ in range(clients)]
+        for client in ready:
+            self._idle.put(client)
+
     def close(self) -> None:
         """Close every connection."""
         with self._offline_lock:

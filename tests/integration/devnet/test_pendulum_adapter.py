@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -184,3 +185,27 @@ def test_a_signature_for_another_network_is_rejected(node: Node, chain: Pendulum
     with pytest.raises(InvalidInput) as exc:
         chain.verify_presigned(issued, signed)
     assert exc.value.reason == "PRESIGNED_TX_BAD_SIGNATURE"
+
+
+def test_warm_up_loads_the_runtime_before_the_first_calls(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    chain.warm_up(3)
+    loads = 0
+    original = chain._initialized_client
+
+    def counted() -> object:
+        nonlocal loads
+        loads += 1
+        return original()
+
+    chain._initialized_client = counted  # type: ignore[method-assign]
+
+    async def three_at_once() -> list[int]:
+        return list(await asyncio.gather(*(chain.head() for _ in range(3))))
+
+    heads = aio_loop.run(three_at_once())
+    assert all(h >= 0 for h in heads)
+    assert loads == 0  # every concurrent call found a client with its runtime already loaded
+    aio_loop.run(chain.head())
+    assert loads == 0

@@ -1,0 +1,42 @@
+"""Server start-up: warm-ups run before health reports SERVING; a failing one does not stop it."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service_kit.grpc_server import RunningServer, build_server
+from tests.support.aio import LoopThread
+
+
+def test_warm_ups_run_before_serving_and_a_failing_one_is_survived(aio_loop: LoopThread) -> None:
+    seen: list[str] = []
+
+    async def health(running: RunningServer) -> str:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="test.Service")
+            try:
+                answer = await stub.Check(request, timeout=5)
+            except grpc.aio.AioRpcError as err:
+                return err.code().name
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+    async def main() -> str:
+        running = build_server("127.0.0.1", 0, lambda server: None, ["test.Service"])
+
+        async def first() -> None:
+            seen.append(f"first: {await health(running)}")  # the port is open already
+
+        async def broken() -> None:
+            seen.append("broken")
+            raise ConnectionRefusedError("chain down")
+
+        running.warm_up.extend([first, broken])
+        await running.start()
+        status = await health(running)
+        await running.stop(0)
+        return status
+
+    assert aio_loop.run(main()) == "SERVING"
+    assert seen == ["first: NOT_FOUND", "broken"]  # not reported ready while warming up
