@@ -64,13 +64,6 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def autocommit_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions on autocommit connections, for single-statement reads (no BEGIN/COMMIT)."""
-    return async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-    )
-
-
 async def driver_cursor(
     session: AsyncSession, row_factory: RowFactory[Any] | None = None
 ) -> AsyncCursor[Any]:
