@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ramp_service.chains.errors import ChainError
 from ramp_service.domain.flows import COMPLETE, FAILED, FLOWS, TIMED_OUT, Flow, IllegalTransition
@@ -39,6 +40,11 @@ from ramp_service.worker.queue import Claim, ErrorEntry, LeaseLost, WorkQueue
 from service_kit.errors import DependencyUnavailable
 
 log = logging.getLogger("worker")
+
+# The database going away, as each path reports it: DirectPool's DependencyUnavailable, a lost
+# or timed-out connection through SQLAlchemy, or its pool's wait running out. Anything else
+# (an integrity or SQL error) is a bug and is reported as one.
+DATABASE_DOWN = (DependencyUnavailable, OperationalError, PoolTimeout)
 
 
 @dataclass
@@ -78,7 +84,7 @@ class PhaseProcessor:
         while not stop.is_set():
             try:
                 claimed = await self.run_once()
-            except (DependencyUnavailable, SQLAlchemyError) as exc:
+            except DATABASE_DOWN as exc:
                 # The database is away: nothing was claimed (or the claim did not commit); the
                 # leases of anything claimed expire and other workers, or this one, go on later.
                 log.warning("database unavailable; retrying", extra={"error": str(exc)[:200]})
@@ -101,7 +107,7 @@ class PhaseProcessor:
         except (LeaseLost, asyncio.CancelledError):
             self._metrics.lease_losses.inc()
             log.warning("lease lost; stopping", extra={"ramp_id": str(claim.ramp_id)})
-        except (DependencyUnavailable, SQLAlchemyError) as exc:
+        except DATABASE_DOWN as exc:
             # Stopped between two durable writes; the journal and the fenced moves make the
             # next claim of this ramp (after its lease expires) pick up exactly there.
             log.warning(
