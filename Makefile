@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 GEN    := build/gen/.stamp
+H2GEN  := build/h2gen
 PROTO_SOURCES := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 
@@ -34,7 +35,7 @@ run: $(GEN)
 	$(PY) -m devstack
 
 ## test: the whole suite (TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
-test: $(GEN)
+test: $(GEN) $(H2GEN)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff and mypy
@@ -44,8 +45,18 @@ lint: $(GEN)
 	$(BIN)/mypy
 
 ## bench: benchmarks against same-run baselines (ARGS=--quick for a short run)
-bench: $(GEN)
+bench: $(GEN) $(H2GEN)
 	$(PY) -m bench $(ARGS)
+
+# The benchmark's load generator: C on nghttp2 (Debian's libnghttp2-dev, installed here when
+# missing and this is a Debian machine run as root).
+$(H2GEN): bench/h2gen/h2gen.c
+	@echo '#include <nghttp2/nghttp2.h>' | $(CC) -E - >/dev/null 2>&1 || \
+	  { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	    apt-get install -y --no-install-recommends libnghttp2-dev >/dev/null; } || \
+	  { echo 'make bench needs the nghttp2 headers: apt-get install libnghttp2-dev'; exit 1; }
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -lnghttp2
 
 ## demo: one SELL and one BUY ramp end to end through the REST gateway (needs `make run`)
 demo: $(GEN)

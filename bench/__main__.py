@@ -11,14 +11,14 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import statistics
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, cpu, loadgen, stack, workloads
+from bench import baselines, cpu, h2, loadgen, stack, workloads
+from bench.loadgen import Result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,23 +29,25 @@ def run(quick: bool) -> dict[str, Any]:
     with ExitStack() as processes:
         sut = stack.start(processes)
         costs: dict[str, dict[str, float]] = {}
+        echo_rounds: list[float] = []
 
         def accounted(
-            name: str, servers: list[str], run: Callable[[], Any]
-        ) -> tuple[loadgen.Result, loadgen.Result]:
-            """Run a (peak, half) measurement; record its CPU per request on each side."""
+            name: str, servers: list[str], measure: Callable[[], tuple[Result, Result]]
+        ) -> tuple[Result, Result]:
+            """Run a (peak, half) measurement; record its CPU per request on each side. Each
+            workload is preceded by a short echo peak: this VM's speed drifts by up to 2x over
+            minutes, so the echo baseline is the median of rounds taken beside the workloads."""
+            if name != "echo":
+                echo_rounds.append(workloads.echo_peak(sut.echo_address, seconds / 2).qps)
             roots = [sut.pids[s] for s in servers]
-            server_before, me_before = (
-                cpu.cpu_seconds(roots),
-                cpu.cpu_seconds([os.getpid()], descendants=False),
-            )
+            server_before, generator_before = cpu.cpu_seconds(roots), h2.GENERATOR.cpu_seconds
             calls_before = loadgen.CALLS.calls
-            peak, half = asyncio.run(run())
+            peak, half = measure()
             requests = max(1, loadgen.CALLS.calls - calls_before)  # warm-up calls included
             costs[name] = {
                 "server_us": round(1e6 * (cpu.cpu_seconds(roots) - server_before) / requests),
-                "bench_process_us": round(
-                    1e6 * (cpu.cpu_seconds([os.getpid()], descendants=False) - me_before) / requests
+                "generator_us": round(
+                    1e6 * (h2.GENERATOR.cpu_seconds - generator_before) / requests, 1
                 ),
             }
             return peak, half
@@ -53,16 +55,20 @@ def run(quick: bool) -> dict[str, Any]:
         echo_peak, echo_half = accounted(
             "echo", ["echo"], lambda: workloads.echo(sut.echo_address, seconds)
         )
+        echo_rounds.append(echo_peak.qps)
         results: dict[str, Any] = {
             "baselines": {
-                "echo_qps": echo_peak.qps,
-                "pg_select_per_s": round(baselines.pg_select_per_s(sut.database_url, seconds), 1),
-                "pg_insert_per_s": round(baselines.pg_insert_per_s(sut.database_url, seconds), 1),
+                "echo_qps": 0.0,  # the median of every round, set below
+                "pg_select_per_s": round(
+                    baselines.pg_select_per_s(sut.work_database_url, seconds), 1
+                ),
+                "pg_insert_per_s": round(
+                    baselines.pg_insert_per_s(sut.work_database_url, seconds), 1
+                ),
             },
             "workloads": {},
             # Not part of the targets: CPU per request of the service (with Envoy for REST) and
-            # of this process (the load generator, warm-up included, plus its gRPC threads'
-            # fixed cost, which weighs more per request as throughput falls); they share cores.
+            # of the load generator (h2gen), warm-up included; they share the cores.
             "cpu_per_request": costs,
         }
         w = results["workloads"]
@@ -98,20 +104,22 @@ def run(quick: bool) -> dict[str, Any]:
                 lambda: workloads.status_poll_rest(sut.rest_url, ids, seconds),
             )
         )
+        results["baselines"]["echo_qps"] = round(statistics.median(echo_rounds), 1)
+        results["echo_qps_rounds"] = echo_rounds
         # The ceiling: 3000 freshly vacuumed due ramps claimed and finished by raw SQL, the
         # median of three rounds (one round lasts well under a second).
         ceilings = []
         for _ in range(3):
-            workloads.seed_running_ramps(sut.database_url, 3000)
-            baselines.settle(sut.database_url)
-            ceilings.append(baselines.claim_ceiling_per_s(sut.database_url))
+            workloads.seed_running_ramps(sut.work_database_url, 3000)
+            baselines.settle(sut.work_database_url)
+            ceilings.append(baselines.claim_ceiling_per_s(sut.work_database_url))
         results["baselines"]["claim_ceiling_per_s"] = round(statistics.median(ceilings), 1)
         advance_seconds, window = (20.0, 5.0) if quick else (600.0, 60.0)
         # Enough due ramps that the processor never runs dry (the last window must still work).
-        workloads.seed_running_ramps(sut.database_url, int(2000 * (advance_seconds + 5)))
-        baselines.settle(sut.database_url)
+        workloads.seed_running_ramps(sut.work_database_url, int(2000 * (advance_seconds + 5)))
+        baselines.settle(sut.work_database_url)
         rate, ratio = asyncio.run(
-            workloads.phase_advance(sut.database_url, advance_seconds, window)
+            workloads.phase_advance(sut.work_database_url, advance_seconds, window)
         )
         w["phase_advance"] = {"ramps_per_s": round(rate, 2), "last_minute_ratio": round(ratio, 3)}
         baselines.settle(sut.database_url)  # the processor's WAL is not cleanup's to flush
@@ -127,12 +135,16 @@ def run(quick: bool) -> dict[str, Any]:
             "p50_ms": echo_half.p50_ms,
             "p99_ms": echo_half.p99_ms,
         }
+    results["stack"] = "make run" if sut.attached else "own"
     return results
 
 
 def print_table(results: dict[str, Any]) -> None:
     """Human-readable summary with ratios to the baselines."""
     base = results["baselines"]
+    print(
+        f"system under test: {'the make run stack' if results['stack'] == 'make run' else 'own'}\n"
+    )
     print(f"{'baseline':<24}{'value':>14}")
     for key, value in base.items():
         print(f"{key:<24}{value:>14.1f}")
@@ -148,9 +160,9 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"{name:<24}" + "  ".join(f"{k}={v}" for k, v in row.items()))
     costs = results.get("cpu_per_request", {})
     if costs:
-        print(f"\n{'cpu per request':<24}{'service us':>12}{'bench us':>12}")
+        print(f"\n{'cpu per request':<24}{'service us':>12}{'generator us':>14}")
         for name, cost in costs.items():
-            print(f"{name:<24}{cost['server_us']:>12.0f}{cost['bench_process_us']:>12.0f}")
+            print(f"{name:<24}{cost['server_us']:>12.0f}{cost['generator_us']:>14.1f}")
     adv = results["workloads"].get("phase_advance")
     if adv and base.get("claim_ceiling_per_s"):
         print(

@@ -11,7 +11,7 @@ import sys
 
 import grpc
 
-ECHO = "/bench.Echo/Echo"
+ECHO = "/bench.Echo/Echo"  # the one method
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -1,4 +1,6 @@
-"""Load generation: a closed loop to find peak throughput, an open loop to measure latency.
+"""Load generation in Python, for workloads whose calls depend on earlier answers (register
+then start): a closed loop to find peak throughput, an open loop to measure latency. Single
+independent requests go through the C generator instead (`bench.h2`).
 
 The open loop sends at a fixed arrival rate and measures every latency from the request's
 *intended* start, so queueing delay is never hidden (no coordinated omission).
@@ -37,12 +39,12 @@ class Result:
     requests: int
 
 
-def _histogram() -> HdrHistogram:
+def histogram() -> HdrHistogram:
     return HdrHistogram(1, 120_000_000, 3)  # microseconds, up to two minutes
 
 
-def _result(hist: HdrHistogram, done: int, errors: int, elapsed: float) -> Result:
-    CALLS.calls += done + errors
+def result(hist: HdrHistogram, done: int, errors: int, elapsed: float) -> Result:
+    """A `Result` from a run's histogram (microseconds) and counts."""
 
     def ms(p: float) -> float:
         return round(hist.get_value_at_percentile(p) / 1000, 3) if hist.get_total_count() else 0.0
@@ -55,7 +57,7 @@ async def closed_loop(
 ) -> Result:
     """`concurrency` workers calling back to back for `seconds` (or until `budget` calls were
     made, for calls that use up prepared requests): the peak throughput."""
-    hist, done, errors = _histogram(), 0, 0
+    hist, done, errors = histogram(), 0, 0
     deadline = time.perf_counter() + seconds
     left = budget if budget is not None else -1
 
@@ -73,7 +75,8 @@ async def closed_loop(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return _result(hist, done, errors, time.perf_counter() - started)
+    CALLS.calls += done + errors
+    return result(hist, done, errors, time.perf_counter() - started)
 
 
 async def open_loop(call: Call, rate: float, seconds: float, max_in_flight: int = 4000) -> Result:
@@ -82,7 +85,7 @@ async def open_loop(call: Call, rate: float, seconds: float, max_in_flight: int 
     Every send is a timer on the event loop at its intended time, so sends interleave with the
     processing of responses (a send loop that catches up in a burst would starve them, and its
     own stall would show up as the system's latency)."""
-    hist, done, errors = _histogram(), 0, 0
+    hist, done, errors = histogram(), 0, 0
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
 
@@ -111,7 +114,8 @@ async def open_loop(call: Call, rate: float, seconds: float, max_in_flight: int 
     await asyncio.sleep(max(0.0, start + total / rate - loop.time()) + 0.01)
     while tasks:
         await asyncio.gather(*list(tasks))
-    return _result(hist, done, errors, loop.time() - start)
+    CALLS.calls += done + errors
+    return result(hist, done, errors, loop.time() - start)
 
 
 async def measure(call: Call, seconds: float, concurrency: int = 32) -> tuple[Result, Result]:

@@ -2,49 +2,58 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy import make_url
 
 from devnet.horizon.app import DEVNET_PASSPHRASE
 from devnet.keys import load_or_create_keys
-from devstack.database import migrate_all
+from devstack.database import STATE_FILE, migrate_all
 from service_kit.db import libpq_url
 from service_kit.embedded_pg import start_embedded_postgres
 from tests.support.envoy import start_gateway
 from tests.support.processes import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-# Server processes per service on a shared port (SO_REUSEPORT). One by default: on a 2-core
-# machine the load generator and PostgreSQL already share the cores, and two processes per
-# service measured no gain (README, Performance).
-PROCESSES = os.environ.get("BENCH_SERVICE_PROCESSES", "1")
+# Server processes per service on a shared port (SO_REUSEPORT): one per core by default, as a
+# deployment on such a machine would run them (README, Performance).
+PROCESSES = os.environ.get("BENCH_SERVICE_PROCESSES", str(os.cpu_count() or 1))
 
 
 @dataclass
 class Stack:
     """Where the benchmark's processes listen."""
 
-    database_url: str
+    database_url: str  # the services' database
     quote_address: str
     echo_address: str
     ramp_address: str
     rest_url: str
     passphrase: str
     pids: dict[str, int]  # echo, quote, ramp, envoy: for CPU accounting
+    # Where the database-only workloads (raw baselines, claim ceiling, phase processor) run:
+    # the services' database for the bench's own stack; a fresh one beside `make run`'s, whose
+    # worker would otherwise take the bench's seeded ramps.
+    work_database_url: str
+    attached: bool  # measuring the stack `make run` started
 
 
-def fresh_database() -> str:
-    """A new, migrated database on BENCH_DATABASE_URL / TEST_DATABASE_URL's server, or embedded."""
-    server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+def fresh_database(server: str | None = None) -> str:
+    """A new, migrated database on `server`, else BENCH_DATABASE_URL / TEST_DATABASE_URL's
+    server, else the embedded one."""
+    server = server or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     server = libpq_url(server) if server else start_embedded_postgres(ROOT / ".data" / "bench-pg")
     name = f"pp_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
@@ -78,12 +87,76 @@ def spawn(
     return proc
 
 
+def running_stack() -> dict[str, Any] | None:
+    """What `make run` wrote about itself, if it is up and serving; else None."""
+    try:
+        state: dict[str, Any] = json.loads(STATE_FILE.read_text())
+        os.kill(state["pid"], 0)
+        wait_serving(state["quote_address"], timeout=3)
+        wait_serving(state["ramp_address"], timeout=3)
+    except (OSError, ValueError, KeyError, TimeoutError):
+        return None
+    return state
+
+
 def start(stack: ExitStack) -> Stack:
-    """Start the database, the echo server, both services and Envoy in front of them."""
-    url = fresh_database()
-    stack.callback(drop_database, url)  # runs last: after every process using it has stopped
-    echo_port, quote_port, ramp_port = free_port(), free_port(), free_port()
+    """The system under test: the services `make run` started when it is up, else our own
+    database, devnet and services. Either way the echo server, and an Envoy in front of the
+    services with its rate limit lifted (the bench is not the abuse the limit is for), are ours.
+    """
+    echo_port = free_port()
     echo = spawn(stack, ["-m", "bench.echo_server", str(echo_port)])
+    state = running_stack()
+    if state:
+        url = state["database_url"]
+        work = fresh_database(url)
+        stack.callback(drop_database, work)
+        quote_address, ramp_address = state["quote_address"], state["ramp_address"]
+        pids = {"quote": state["pids"]["quote"], "ramp": state["pids"]["ramp"]}
+    else:
+        url = work = fresh_database()
+        stack.callback(drop_database, url)  # runs last: after every process using it stopped
+        quote_address, ramp_address, pids = _own_services(stack, url)
+    _wait_listening(echo_port)
+    gateway = start_gateway(
+        Path(tempfile.mkdtemp(prefix="bench-envoy-")),
+        True,
+        quote_upstream=quote_address,
+        ramp_upstream=ramp_address,
+        rate_limit_tokens=10_000_000,
+        rate_limit_per_s=10_000_000,
+    )
+    stack.callback(gateway.stop)
+    return Stack(
+        url,
+        quote_address,
+        f"127.0.0.1:{echo_port}",
+        ramp_address,
+        gateway.url,
+        DEVNET_PASSPHRASE,
+        {"echo": echo.pid, **pids, "envoy": gateway.process.pid},
+        work,
+        state is not None,
+    )
+
+
+def _wait_listening(port: int, timeout: float = 20) -> None:
+    """Until something accepts connections on loopback `port` (the echo server has no health
+    service)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def _own_services(stack: ExitStack, url: str) -> tuple[str, str, dict[str, int]]:
+    """The devnet and both services on `url`: their addresses and pids."""
+    quote_port, ramp_port = free_port(), free_port()
     devnet = {name: free_port() for name in ("horizon", "anchor", "pix", "substrate")}
     keys_file = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "keys.json"
     keys = load_or_create_keys(keys_file)
@@ -124,21 +197,8 @@ def start(stack: ExitStack) -> Stack:
     )
     wait_serving(f"127.0.0.1:{quote_port}")
     wait_serving(f"127.0.0.1:{ramp_port}")
-    gateway = start_gateway(
-        Path(tempfile.mkdtemp(prefix="bench-envoy-")),
-        True,
-        quote_upstream=f"127.0.0.1:{quote_port}",
-        ramp_upstream=f"127.0.0.1:{ramp_port}",
-        rate_limit_tokens=10_000_000,
-        rate_limit_per_s=10_000_000,
-    )
-    stack.callback(gateway.stop)
-    return Stack(
-        url,
+    return (
         f"127.0.0.1:{quote_port}",
-        f"127.0.0.1:{echo_port}",
         f"127.0.0.1:{ramp_port}",
-        gateway.url,
-        DEVNET_PASSPHRASE,
-        {"echo": echo.pid, "quote": quote.pid, "ramp": ramp.pid, "envoy": gateway.process.pid},
+        {"quote": quote.pid, "ramp": ramp.pid},
     )

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import aiohttp
 import grpc
 import psycopg
 
+from bench import h2
 from bench.loadgen import Result, closed_loop, measure, open_loop
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
@@ -36,6 +34,7 @@ from service_kit.db import (
     libpq_url,
     session_factory,
 )
+from service_kit.loop import run as run_on_loop
 from tests.support.quotes import sell_register_request, sell_request
 from tests.support.ramps import insert_registered, insert_running, sell_record
 
@@ -53,57 +52,41 @@ def row(peak: Result, half: Result) -> dict[str, float]:
     }
 
 
-CONNECTIONS = 4  # clients arrive over several connections (Envoy keeps one per worker thread)
+ECHO = h2.grpc_request("/bench.Echo/Echo", b"x" * 64)
+QUOTES = "/pendulumpay.quote.v1.QuoteService/"
+RAMPS = "/pendulumpay.ramp.v1.RampService/"
 
 
-@asynccontextmanager
-async def channels(address: str) -> AsyncIterator[Callable[[], grpc.aio.Channel]]:
-    """`CONNECTIONS` channels with their own TCP connections, handed out round-robin, so a
-    server running one process per core (SO_REUSEPORT) sees its connections spread."""
-    opened = [
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CONNECTIONS)
-    ]
-    turn = iter(range(10**12))
-    try:
-        yield lambda: opened[next(turn) % len(opened)]
-    finally:
-        for channel in opened:
-            await channel.close()
-
-
-async def echo(address: str, seconds: float) -> tuple[Result, Result]:
+def echo(address: str, seconds: float) -> tuple[Result, Result]:
     """The bare grpc.aio echo server through the same load generator."""
-    async with channels(address) as channel:
-        calls = [channel().unary_unary("/bench.Echo/Echo") for _ in range(CONNECTIONS)]
-        payload = b"x" * 64
-        turn = iter(range(10**12))
-        return await measure(lambda: calls[next(turn) % CONNECTIONS](payload, timeout=5), seconds)
+    return h2.measure(h2.Target.of(address, grpc=True), [ECHO], seconds)
 
 
-async def quote_create(address: str, seconds: float) -> tuple[Result, Result]:
+def echo_peak(address: str, seconds: float) -> Result:
+    """The echo server's peak alone (a baseline round beside a workload)."""
+    return h2.run(h2.Target.of(address, grpc=True), [ECHO], seconds=seconds)
+
+
+def quote_create(address: str, seconds: float) -> tuple[Result, Result]:
     """CreateQuote: pricing plus one durable insert."""
-    async with channels(address) as channel:
-        stubs = [quote_pb2_grpc.QuoteServiceStub(channel()) for _ in range(CONNECTIONS)]
-        turn = iter(range(10**12))
-        return await measure(
-            lambda: stubs[next(turn) % CONNECTIONS].CreateQuote(SELL, timeout=5), seconds
-        )
+    request = h2.grpc_request(QUOTES + "CreateQuote", SELL.SerializeToString())
+    return h2.measure(h2.Target.of(address, grpc=True), [request], seconds)
 
 
-async def quote_get(address: str, seconds: float) -> tuple[Result, Result]:
-    """GetQuote by id."""
-    async with channels(address) as channel:
-        stubs = [quote_pb2_grpc.QuoteServiceStub(channel()) for _ in range(CONNECTIONS)]
-        ids = [(await stubs[0].CreateQuote(SELL, timeout=5)).id for _ in range(200)]
-        requests = [quote_pb2.GetQuoteRequest(id=i) for i in ids]
-        counter = iter(range(10**12))
+def create_quotes(address: str, count: int) -> list[str]:
+    """`count` fresh quotes' ids."""
+    with grpc.insecure_channel(address) as channel:
+        stub = quote_pb2_grpc.QuoteServiceStub(channel)
+        return [stub.CreateQuote(SELL, timeout=5).id for _ in range(count)]
 
-        def call() -> Any:
-            n = next(counter)
-            return stubs[n % CONNECTIONS].GetQuote(requests[n % 200], timeout=5)
 
-        return await measure(call, seconds)
+def quote_get(address: str, seconds: float) -> tuple[Result, Result]:
+    """GetQuote, round-robin over 200 quotes."""
+    requests = [
+        h2.grpc_request(QUOTES + "GetQuote", quote_pb2.GetQuoteRequest(id=i).SerializeToString())
+        for i in create_quotes(address, 200)
+    ]
+    return h2.measure(h2.Target.of(address, grpc=True), requests, seconds)
 
 
 def seed_polled_ramps(database_url: str, count: int) -> list[str]:
@@ -124,34 +107,19 @@ def seed_polled_ramps(database_url: str, count: int) -> list[str]:
     return asyncio.run(add())
 
 
-async def status_poll_grpc(address: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
+def status_poll_grpc(address: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
     """GetRamp over gRPC, round-robin over `ids`."""
-    async with channels(address) as channel:
-        stubs = [ramp_pb2_grpc.RampServiceStub(channel()) for _ in range(CONNECTIONS)]
-        requests = [ramp_pb2.GetRampRequest(id=i) for i in ids]
-        counter = iter(range(10**12))
-
-        def call() -> Any:
-            n = next(counter)
-            return stubs[n % CONNECTIONS].GetRamp(requests[n % len(requests)], timeout=5)
-
-        return await measure(call, seconds)
+    requests = [
+        h2.grpc_request(RAMPS + "GetRamp", ramp_pb2.GetRampRequest(id=i).SerializeToString())
+        for i in ids
+    ]
+    return h2.measure(h2.Target.of(address, grpc=True), requests, seconds)
 
 
-async def status_poll_rest(base_url: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
-    """GET /v1/ramp/{id} through Envoy (aiohttp client: httpx itself capped out near 400/s)."""
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(
-        base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=5)
-    ) as client:
-        counter = iter(range(10**12))
-
-        async def call() -> None:
-            async with client.get(f"/v1/ramp/{ids[next(counter) % len(ids)]}") as response:
-                response.raise_for_status()
-                await response.read()
-
-        return await measure(call, seconds)
+def status_poll_rest(base_url: str, ids: list[str], seconds: float) -> tuple[Result, Result]:
+    """GET /v1/ramp/{id} through Envoy (JSON transcoded to and from gRPC)."""
+    requests = [h2.rest_get(f"/v1/ramp/{i}") for i in ids]
+    return h2.measure(h2.Target.of(base_url, grpc=False), requests, seconds)
 
 
 def seed_running_ramps(database_url: str, count: int) -> None:
@@ -319,7 +287,7 @@ def _processor_process(database_url: str, owner: str, stop: object) -> None:
         local.set()
 
     threading.Thread(target=relay, daemon=True).start()
-    asyncio.run(_drive_processor(database_url, owner, local))
+    run_on_loop(_drive_processor(database_url, owner, local), "uvloop")  # as deployed
 
 
 async def phase_advance(
@@ -381,47 +349,41 @@ def cleanup(
             "FROM quote.quote_tickets, generate_series(1, %s) LIMIT %s",
             [rows, rows],
         )
-        conn.execute("ANALYZE quote.quote_tickets")  # statistics, as autovacuum keeps them
+        # Rows 100 days old have long been vacuumed (visibility and hint bits set) and analyzed
+        # by autovacuum; fresh from a bulk insert, the first batch would pay for all of that.
+        conn.execute("VACUUM ANALYZE quote.quote_tickets")
 
-    async def run() -> tuple[dict[str, Any], float]:
-        async with grpc.aio.insecure_channel(quote_address) as channel:
-            stub = quote_pb2_grpc.QuoteServiceStub(channel)
-            request = quote_pb2.GetQuoteRequest(id=(await stub.CreateQuote(SELL, timeout=5)).id)
-            completions: list[float] = []
-            stop = asyncio.Event()
-
-            async def poller() -> None:
-                while not stop.is_set():
-                    await stub.GetQuote(request, timeout=5)
-                    completions.append(time.perf_counter())
-
-            pollers = [asyncio.ensure_future(poller()) for _ in range(16)]
-            await asyncio.sleep(seconds + 0.5)  # half a second of warm-up, then the baseline
-            before = time.perf_counter()
-            job = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "cleanup_job",
-                env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO"},
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            assert job.stderr is not None
-            while b"cleanup started" not in (line := await job.stderr.readline()):
-                if not line:
-                    raise RuntimeError("cleanup job ended before it started")
-            started = time.perf_counter()
-            out, _ = await job.communicate()
-            ended = time.perf_counter()
-            stop.set()
-            await asyncio.gather(*pollers)
-        if job.returncode != 0:
-            raise RuntimeError(f"cleanup job exited {job.returncode}")
-        baseline = sum(before - seconds <= t < before for t in completions) / seconds
-        during = sum(started <= t < ended for t in completions) / (ended - started)
-        summary = json.loads(out.decode().strip().splitlines()[-1])["cleanup"]
-        return summary, during / baseline
-
-    summary, poll_ratio = asyncio.run(run())
+    get = quote_pb2.GetQuoteRequest(id=create_quotes(quote_address, 1)[0])
+    poll = h2.Launch(
+        h2.Target.of(quote_address, grpc=True),
+        [h2.grpc_request(QUOTES + "GetQuote", get.SerializeToString())],
+        seconds=3600,  # until stopped
+        concurrency=16,
+        completions=True,
+    )
+    try:
+        time.sleep(seconds + 0.5)  # half a second of warm-up, then the baseline
+        before = time.monotonic_ns()
+        job = subprocess.Popen(
+            [sys.executable, "-m", "cleanup_job"],
+            env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert job.stderr is not None
+        while b"cleanup started" not in (line := job.stderr.readline()):
+            if not line:
+                raise RuntimeError("cleanup job ended before it started")
+        started = time.monotonic_ns()
+        out, _ = job.communicate()
+        ended = time.monotonic_ns()
+    finally:
+        completions = poll.finish(stop=True).completions
+    if job.returncode != 0:
+        raise RuntimeError(f"cleanup job exited {job.returncode}")
+    baseline = sum(before - seconds * 1e9 <= t < before for t in completions) / seconds
+    during = sum(started <= t < ended for t in completions) / ((ended - started) / 1e9)
+    summary = json.loads(out.decode().strip().splitlines()[-1])["cleanup"]
+    poll_ratio = during / baseline
     rows_per_s = summary["counts"]["quotes_deleted"] / (summary["duration_ms"] / 1000)
     return rows_per_s, summary["max_batch_ms"], poll_ratio

@@ -59,26 +59,33 @@ class CleanupJob:
                 return self._summary
             log.info("cleanup started", extra={"batch_size": self._settings.cleanup_batch_size})
             try:
-                self._run_tasks()
+                self._run_tasks(lock_conn)
             finally:
                 lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": LOCK_KEY})
                 lock_conn.commit()
         self._summary.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return self._summary
 
-    def _run_tasks(self) -> None:
+    def _run_tasks(self, conn: Connection) -> None:
+        """Every task on `conn`, the connection holding the lock (a second connection would be
+        opened inside the first batch's timing, and would cost a backend for nothing)."""
         now = self._clock()
         batch = self._settings.cleanup_batch_size
-        self._repeat("quotes_expired", lambda c: quote_cleanup.expire_pending(c, now, batch))
-        self._delete_old_quotes(now - timedelta(days=self._settings.quote_retention_days), batch)
+        self._repeat(conn, "quotes_expired", lambda c: quote_cleanup.expire_pending(c, now, batch))
+        self._delete_old_quotes(
+            conn, now - timedelta(days=self._settings.quote_retention_days), batch
+        )
         cutoff = now - timedelta(hours=self._settings.idempotency_ttl_hours)
         self._repeat(
+            conn,
             "idempotency_keys_deleted",
             lambda c: ramp_cleanup.delete_idempotency_keys(c, cutoff, batch),
         )
-        self._repeat("ramps_timed_out", lambda c: ramp_cleanup.time_out_unstarted(c, now, batch))
+        self._repeat(
+            conn, "ramps_timed_out", lambda c: ramp_cleanup.time_out_unstarted(c, now, batch)
+        )
 
-    def _delete_old_quotes(self, cutoff: datetime, batch: int) -> None:
+    def _delete_old_quotes(self, conn: Connection, cutoff: datetime, batch: int) -> None:
         kept: set[uuid.UUID] = set()
 
         def one_batch(conn: Connection) -> int:
@@ -88,15 +95,15 @@ class CleanupJob:
             self._add("quotes_deleted", deleted)
             return examined
 
-        self._repeat("quotes_examined", one_batch)
+        self._repeat(conn, "quotes_examined", one_batch)
         self._add("quotes_kept_referenced", len(kept))
 
-    def _repeat(self, name: str, task: Callable[[Connection], int]) -> None:
+    def _repeat(self, conn: Connection, name: str, task: Callable[[Connection], int]) -> None:
         """Run `task` one batch per transaction until a batch touches nothing."""
         self._add(name, 0)
         while True:
             started = time.perf_counter()
-            with self._engine.begin() as conn:
+            with conn.begin():
                 conn.execute(
                     text(f"SET LOCAL statement_timeout = {self._settings.statement_timeout_ms}")
                 )

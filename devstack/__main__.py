@@ -7,6 +7,7 @@ forwards so each child drains gracefully.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 
 from devnet.keys import load_or_create_keys
-from devstack.database import DATA_DIR, database_url, migrate_all
+from devstack.database import DATA_DIR, STATE_FILE, database_url, migrate_all
 from service_kit.logs import configure_logging
 
 log = logging.getLogger("devstack")
@@ -68,6 +69,22 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     ]
 
 
+def _write_state(url: str, children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Where the running stack listens, for `make bench` to measure it instead of its own
+    (owner-only: the database URL may hold a password)."""
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "pid": os.getpid(),
+        "database_url": url,
+        "quote_address": f"127.0.0.1:{os.environ.get('QUOTE_GRPC_PORT', '50051')}",
+        "ramp_address": f"127.0.0.1:{os.environ.get('RAMP_GRPC_PORT', '50052')}",
+        "pids": {name: child.pid for name, child in children.items()},
+    }
+    descriptor = os.open(STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump(state, out)
+
+
 def run() -> int:
     """Start everything and wait; returns the exit status."""
     url = database_url()
@@ -76,6 +93,7 @@ def run() -> int:
     for name, argv, env in _processes(url):
         children[name] = subprocess.Popen(argv, env={**os.environ, **env})
         log.info("started", extra={"child": name, "pid": children[name].pid})
+    _write_state(url, children)
 
     stopping = False
 
@@ -100,6 +118,7 @@ def run() -> int:
             child.wait(timeout=15)
         except subprocess.TimeoutExpired:
             child.kill()
+    STATE_FILE.unlink(missing_ok=True)
     log.info("stopped")
     return status
 

@@ -14,6 +14,8 @@ from service_kit.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DEVSTACK_DATA_DIR", ROOT / ".data"))
+# Written by a running `make run` (addresses, pids, database), removed when it stops.
+STATE_FILE = DATA_DIR / "run" / "stack.json"
 
 # Every bounded context's migrations, in the order they are applied.
 SCHEMAS: tuple[tuple[Path, str], ...] = (

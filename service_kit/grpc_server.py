@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from service_kit import errors
 from service_kit.config import ServiceSettings
 from service_kit.logs import configure_logging, request_id
+from service_kit.loop import run as run_on_loop
 
 log = logging.getLogger("grpc")
 
@@ -262,7 +263,7 @@ def run_service(
         await serve_until_signal(running, settings.shutdown_grace_s)
 
     try:
-        asyncio.run(serve())
+        run_on_loop(serve(), settings.event_loop)
     finally:
         for child in children:  # forward the stop; each drains its own calls
             child.terminate()

@@ -27,6 +27,7 @@ from ramp_service.worker.queue import WorkQueue
 from service_kit.config import load_settings
 from service_kit.db import DirectPool, create_engine, session_factory
 from service_kit.logs import configure_logging
+from service_kit.loop import run as run_on_loop
 
 log = logging.getLogger("worker")
 
@@ -119,7 +120,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set (make run starts an embedded PostgreSQL)")
-    asyncio.run(serve(settings))
+    run_on_loop(serve(settings), settings.event_loop)
 
 
 main()
