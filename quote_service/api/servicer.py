@@ -6,18 +6,12 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 from __future__ import annotations
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.domain.pricing import QuoteRequest
 from quote_service.domain.quote import QuoteTicket
 from quote_service.service import QuoteService
-
-
-def _timestamp(value: object) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)  # type: ignore[arg-type]
-    return ts
+from service_kit.protobuf import timestamp
 
 
 def quote_to_proto(ticket: QuoteTicket) -> quote_pb2.Quote:
@@ -43,8 +37,8 @@ def quote_to_proto(ticket: QuoteTicket) -> quote_pb2.Quote:
             currency=fees.currency,
         ),
         status=quote_pb2.Quote.Status.Value(ticket.status.value),
-        expires_at=_timestamp(ticket.expires_at),
-        created_at=_timestamp(ticket.created_at),
+        expires_at=timestamp(ticket.expires_at),
+        created_at=timestamp(ticket.created_at),
     )
 
 

@@ -5,23 +5,15 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
 from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand
+from service_kit.protobuf import timestamp
 
 IDEMPOTENCY_KEY = "idempotency-key"
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def _data(message: ramp_pb2.AdditionalData) -> AdditionalData:
@@ -39,7 +31,7 @@ def error_to_proto(error: RecordedError) -> ramp_pb2.RampError:
         reason=error.reason,
         message=error.message,
         recoverable=error.recoverable,
-        occurred_at=_ts(error.occurred_at),
+        occurred_at=timestamp(error.occurred_at),
     )
 
 
@@ -93,7 +85,8 @@ def ramp_to_proto(record: RampRecord) -> ramp_pb2.Ramp:
         ],
         deposit_instructions=deposit,
         phase_history=[
-            ramp_pb2.PhaseEntry(phase=p.phase, entered_at=_ts(p.entered_at)) for p in record.history
+            ramp_pb2.PhaseEntry(phase=p.phase, entered_at=timestamp(p.entered_at))
+            for p in record.history
         ],
         quote=ramp_pb2.QuoteSummary(
             input_amount=format(q.input_amount, "f"),
@@ -102,9 +95,9 @@ def ramp_to_proto(record: RampRecord) -> ramp_pb2.Ramp:
             output_currency=q.output_currency,
             fee_total=format(q.fee_total, "f"),
         ),
-        created_at=_ts(record.created_at),
-        updated_at=_ts(record.updated_at),
-        start_deadline=_ts(record.start_deadline),
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
+        start_deadline=timestamp(record.start_deadline),
     )
     if record.last_error:
         message.last_error.CopyFrom(error_to_proto(record.last_error))
