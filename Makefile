@@ -48,13 +48,15 @@ lint: $(GEN)
 bench: $(GEN) $(H2GEN)
 	$(PY) -m bench $(ARGS)
 
-# The benchmark's load generator: C on nghttp2 (Debian's libnghttp2-dev, installed here when
-# missing and this is a Debian machine run as root).
+# The benchmark's load generator (also under test): C on nghttp2. Debian's libnghttp2-dev is
+# installed here when the headers are missing and this is a Debian machine run as root.
 $(H2GEN): bench/h2gen/h2gen.c
 	@echo '#include <nghttp2/nghttp2.h>' | $(CC) -E - >/dev/null 2>&1 || \
 	  { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
-	    apt-get install -y --no-install-recommends libnghttp2-dev >/dev/null; } || \
-	  { echo 'make bench needs the nghttp2 headers: apt-get install libnghttp2-dev'; exit 1; }
+	    { apt-get install -y --no-install-recommends libnghttp2-dev >/dev/null 2>&1 || \
+	      { apt-get update >/dev/null 2>&1 && \
+	        apt-get install -y --no-install-recommends libnghttp2-dev >/dev/null 2>&1; }; }; } || \
+	  { echo 'build/h2gen needs a C compiler and the nghttp2 headers (apt-get install libnghttp2-dev)'; exit 1; }
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -lnghttp2
 
