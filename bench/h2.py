@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 import json
-import resource
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -87,54 +87,63 @@ class Launch:
         self._work = Path(self._tmp.name)
         self._seconds = seconds
         self._completions = completions
-        with open(self._work / "requests", "wb") as out:
-            for path, body in requests:
-                encoded = path.encode()
-                out.write(len(encoded).to_bytes(2, "big") + encoded)
-                out.write(len(body).to_bytes(4, "big") + body)
-        argv = [
-            str(BINARY),
-            "--host",
-            target.host,
-            "--port",
-            str(target.port),
-            "--requests",
-            str(self._work / "requests"),
-            "--seconds",
-            str(seconds),
-            "--connections",
-            str(connections),
-            "--latencies",
-            str(self._work / "latencies"),
-            *(["--grpc"] if target.grpc else []),
-            *(["--mode", "open", "--rate", str(rate)] if rate else ["--mode", "closed"]),
-            *(["--concurrency", str(concurrency)] if not rate else []),
-            *(["--completions", str(self._work / "completions")] if completions else []),
-        ]
-        self._before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self._process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        try:
+            with open(self._work / "requests", "wb") as out:
+                for path, body in requests:
+                    encoded = path.encode()
+                    out.write(len(encoded).to_bytes(2, "big") + encoded)
+                    out.write(len(body).to_bytes(4, "big") + body)
+            argv = [
+                str(BINARY),
+                "--host",
+                target.host,
+                "--port",
+                str(target.port),
+                "--requests",
+                str(self._work / "requests"),
+                "--seconds",
+                str(seconds),
+                "--connections",
+                str(connections),
+                "--latencies",
+                str(self._work / "latencies"),
+                *(["--grpc"] if target.grpc else []),
+                *(
+                    ["--mode", "open", "--rate", str(rate)]
+                    if rate is not None
+                    else ["--mode", "closed", "--concurrency", str(concurrency)]
+                ),
+                *(["--completions", str(self._work / "completions")] if completions else []),
+            ]
+            self._process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        except BaseException:
+            self._tmp.cleanup()
+            raise
 
     def finish(self, stop: bool = False) -> Run:
         """Wait for the run to end (`stop`: end it now) and return what it measured."""
         if stop:
             self._process.terminate()
+        # h2gen itself gives up on unanswered streams 10 s after its last send.
+        timeout = 30 if stop else self._seconds + 30
         try:
-            out, err = self._process.communicate(timeout=self._seconds + 60)
+            out, err = self._process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.communicate()
             self._tmp.cleanup()
             raise RuntimeError("h2gen did not finish") from None
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        GENERATOR.cpu_seconds += (after.ru_utime - self._before.ru_utime) + (
-            after.ru_stime - self._before.ru_stime
-        )
+        if stop and self._process.returncode == -signal.SIGTERM:
+            # Stopped before its first statement installed the handler: nothing was sent.
+            self._tmp.cleanup()
+            return Run(result(histogram(), 0, 0, 1.0))
         try:
             if self._process.returncode != 0:
                 raise RuntimeError(f"h2gen failed ({self._process.returncode}): {err.strip()}")
             summary = json.loads(out)
+            GENERATOR.cpu_seconds += summary["cpu_s"]
             latencies = array.array("I")
             latencies.frombytes((self._work / "latencies").read_bytes())
             times = array.array("q")

@@ -85,3 +85,51 @@ def test_a_stopped_run_ends_early_and_reports_completion_times(echo: h2.Target) 
 def test_a_refused_connection_is_an_error_not_a_result() -> None:
     with pytest.raises(RuntimeError, match="h2gen failed"):
         h2.run(h2.Target(free_port(), grpc=True), [PAYLOAD], seconds=0.1)
+
+
+def test_a_stop_before_the_first_send_reports_an_empty_run(echo: h2.Target) -> None:
+    run = h2.Launch(echo, [PAYLOAD], seconds=60, concurrency=4).finish(stop=True)
+    assert run.result.errors == 0
+    assert run.result.qps >= 0
+
+
+AGING_SERVER = """
+import asyncio, sys, grpc
+async def echo(request, context):
+    return request
+async def main():
+    server = grpc.aio.server(options=[("grpc.max_connection_age_ms", 300),
+                                      ("grpc.max_connection_age_grace_ms", 200)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+def test_connections_the_server_ends_take_no_more_requests_and_the_run_ends() -> None:
+    # The server sends GOAWAY 300 ms into each connection and closes it 200 ms later: h2gen
+    # must neither spin on refused streams nor die, and must stop once no connection is left.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", AGING_SERVER, str(port)])
+    try:
+        target = h2.Target(port, grpc=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                h2.run(target, [PAYLOAD], seconds=0.05, concurrency=1)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        began = time.monotonic()
+        result = h2.run(target, [PAYLOAD], seconds=5, concurrency=8)
+        assert time.monotonic() - began < 4  # ended with its connections, not at 5 s
+        assert result.requests - result.errors > 10
+        assert result.errors <= 8 * 4  # at most the streams in flight on each connection
+    finally:
+        server.kill()
+        server.wait()
