@@ -12,10 +12,10 @@ from tests.support.aio import LoopThread
 def test_warm_ups_run_before_serving_and_a_failing_one_is_survived(aio_loop: LoopThread) -> None:
     seen: list[str] = []
 
-    async def health(running: RunningServer) -> str:
+    async def health(running: RunningServer, service: str = "test.Service") -> str:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service="test.Service")
+            request = health_pb2.HealthCheckRequest(service=service)
             try:
                 answer = await stub.Check(request, timeout=5)
             except grpc.aio.AioRpcError as err:
@@ -27,6 +27,7 @@ def test_warm_ups_run_before_serving_and_a_failing_one_is_survived(aio_loop: Loo
 
         async def first() -> None:
             seen.append(f"first: {await health(running)}")  # the port is open already
+            seen.append(f"server: {await health(running, '')}")
 
         async def broken() -> None:
             seen.append("broken")
@@ -34,9 +35,10 @@ def test_warm_ups_run_before_serving_and_a_failing_one_is_survived(aio_loop: Loo
 
         running.warm_up.extend([first, broken])
         await running.start()
-        status = await health(running)
+        status = f"{await health(running)}, server {await health(running, '')}"
         await running.stop(0)
         return status
 
-    assert aio_loop.run(main()) == "SERVING"
-    assert seen == ["first: NOT_FOUND", "broken"]  # not reported ready while warming up
+    assert aio_loop.run(main()) == "SERVING, server SERVING"
+    # Not reported ready while warming up, neither the service nor the server as a whole.
+    assert seen == ["first: NOT_FOUND", "server: NOT_SERVING", "broken"]
