@@ -193,11 +193,19 @@ async def register_start(
         registered: list[tuple[ramp_pb2.Ramp, dict[str, object]]] = []
         requests = iter(prepared)
 
+        failures: list[str] = []
+
         async def register() -> None:
             request, keys = next(requests)
-            registered.append((await ramps.RegisterRamp(request, timeout=30), keys))
+            try:
+                registered.append((await ramps.RegisterRamp(request, timeout=30), keys))
+            except grpc.aio.AioRpcError as err:
+                failures.append(f"{err.code().name}: {err.details()}")
+                raise
 
         reg_peak, reg_half = await measure(register, seconds, concurrency=16)
+        if len(registered) < 2:
+            raise RuntimeError(f"registers failed ({len(failures)}), first: {failures[:1]}")
         signed = [
             ramp_pb2.StartRampRequest(
                 ramp_id=ramp.id, presigned_txs=sign_all(ramp, keys, passphrase)
