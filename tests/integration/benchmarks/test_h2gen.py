@@ -17,6 +17,19 @@ from tests.support.processes import free_port
 PAYLOAD = h2.grpc_request(ECHO, b"x" * 64)
 
 
+def _wait_answering(target: h2.Target, timeout: float = 20) -> None:
+    """Until a server just started answers calls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            h2.run(target, [PAYLOAD], seconds=0.05, concurrency=1)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def echo() -> Iterator[h2.Target]:
     """`python -m bench.echo_server`, as the bench runs it."""
@@ -24,15 +37,7 @@ def echo() -> Iterator[h2.Target]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.echo_server", str(port)])
     target = h2.Target(port, grpc=True)
-    deadline = time.monotonic() + 20
-    while True:  # until the server answers
-        try:
-            h2.run(target, [PAYLOAD], seconds=0.05, concurrency=1)
-            break
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    _wait_answering(target)
     yield target
     server.kill()
     server.wait()
@@ -116,15 +121,7 @@ def test_connections_the_server_ends_take_no_more_requests_and_the_run_ends() ->
     server = subprocess.Popen([sys.executable, "-c", AGING_SERVER, str(port)])
     try:
         target = h2.Target(port, grpc=True)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                h2.run(target, [PAYLOAD], seconds=0.05, concurrency=1)
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        _wait_answering(target)
         began = time.monotonic()
         result = h2.run(target, [PAYLOAD], seconds=5, concurrency=8)
         assert time.monotonic() - began < 4  # ended with its connections, not at 5 s
