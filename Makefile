@@ -1,5 +1,6 @@
 # Every way of working with the project goes through these targets.
-# A fresh machine needs only Python 3.11+ and make: the first target run builds .venv.
+# A fresh machine needs Python 3.11+, make and a C compiler: the first target run builds .venv
+# (and build/h2gen, the benchmark's load generator, for test and bench: see its rule).
 
 PYTHON ?= python3
 VENV   := .venv

@@ -21,6 +21,8 @@ from sqlalchemy import make_url
 from devnet.horizon.app import DEVNET_PASSPHRASE
 from devnet.keys import load_or_create_keys
 from devstack.database import STATE_FILE, migrate_all
+from quote_service.main import SERVICE_NAME as QUOTE_SERVICE  # ready once warm; "" is liveness
+from ramp_service.main import SERVICE_NAME as RAMP_SERVICE
 from service_kit.db import libpq_url
 from service_kit.embedded_pg import start_embedded_postgres
 from tests.support.envoy import start_gateway
@@ -92,8 +94,12 @@ def running_stack() -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = json.loads(STATE_FILE.read_text())
         os.kill(state["pid"], 0)
-        wait_serving(state["quote_address"], timeout=3)
-        wait_serving(state["ramp_address"], timeout=3)
+        for address, service in (
+            (state["quote_address"], QUOTE_SERVICE),
+            (state["ramp_address"], RAMP_SERVICE),
+        ):
+            wait_serving(address, timeout=3)  # alive at all
+            wait_serving(address, service, timeout=60)  # ready: a starting stack may finish
     except (OSError, ValueError, KeyError, TimeoutError):
         return None
     return state
@@ -195,8 +201,8 @@ def _own_services(stack: ExitStack, url: str) -> tuple[str, str, dict[str, int]]
             "PENDULUM_FUNDING_SEED": keys["pendulum_funding"],
         },
     )
-    wait_serving(f"127.0.0.1:{quote_port}")
-    wait_serving(f"127.0.0.1:{ramp_port}")
+    wait_serving(f"127.0.0.1:{quote_port}", QUOTE_SERVICE, timeout=60)
+    wait_serving(f"127.0.0.1:{ramp_port}", RAMP_SERVICE, timeout=60)  # after its warm-up
     return (
         f"127.0.0.1:{quote_port}",
         f"127.0.0.1:{ramp_port}",

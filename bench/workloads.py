@@ -202,6 +202,9 @@ async def register_start(
             except grpc.aio.AioRpcError as err:
                 failures.append(f"{err.code().name}: {err.details()}")
                 raise
+            except Exception as err:
+                failures.append(f"{type(err).__name__}: {err}")
+                raise
 
         reg_peak, reg_half = await measure(register, seconds, concurrency=16)
         if len(registered) < 2:

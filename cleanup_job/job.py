@@ -6,6 +6,7 @@ schedules (or a person running it by hand) are harmless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -60,11 +61,20 @@ class CleanupJob:
             log.info("cleanup started", extra={"batch_size": self._settings.cleanup_batch_size})
             try:
                 self._run_tasks(lock_conn)
-            finally:
-                lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": LOCK_KEY})
-                lock_conn.commit()
+            except BaseException:
+                # The batch's error is the one to report: if the connection died with it, the
+                # session lock went with the session, and unlocking would only raise again.
+                with contextlib.suppress(Exception):
+                    self._unlock(lock_conn)
+                raise
+            self._unlock(lock_conn)
         self._summary.duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return self._summary
+
+    @staticmethod
+    def _unlock(conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": LOCK_KEY})
+        conn.commit()
 
     def _run_tasks(self, conn: Connection) -> None:
         """Every task on `conn`, the connection holding the lock (a second connection would be

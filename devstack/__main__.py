@@ -73,6 +73,9 @@ def _write_state(url: str, children: dict[str, subprocess.Popen[bytes]]) -> None
     """Where the running stack listens, for `make bench` to measure it instead of its own
     (owner-only: the database URL may hold a password)."""
     STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if (other := _recorded_pid()) not in (None, os.getpid()):
+        log.warning("another make run is up; its record is kept", extra={"pid": other})
+        return
     state = {
         "pid": os.getpid(),
         "database_url": url,
@@ -80,45 +83,69 @@ def _write_state(url: str, children: dict[str, subprocess.Popen[bytes]]) -> None
         "ramp_address": f"127.0.0.1:{os.environ.get('RAMP_GRPC_PORT', '50052')}",
         "pids": {name: child.pid for name, child in children.items()},
     }
-    descriptor = os.open(STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = STATE_FILE.with_name(f".{STATE_FILE.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
         json.dump(state, out)
+    partial.replace(STATE_FILE)  # whole or not at all, for a reader
+
+
+def _recorded_pid() -> int | None:
+    """The pid of the `make run` the record names, if that process is alive."""
+    try:
+        pid = int(json.loads(STATE_FILE.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def _remove_state() -> None:
+    """Remove the record if it is ours (a second `make run`, failing on the taken ports, must
+    not remove the first one's)."""
+    if _recorded_pid() == os.getpid():
+        STATE_FILE.unlink(missing_ok=True)
 
 
 def run() -> int:
     """Start everything and wait; returns the exit status."""
     url = database_url()
     migrate_all(url)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    for name, argv, env in _processes(url):
-        children[name] = subprocess.Popen(argv, env={**os.environ, **env})
-        log.info("started", extra={"child": name, "pid": children[name].pid})
-    _write_state(url, children)
-
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before the first child: a Ctrl-C while starting still stops every child started so far.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    children: dict[str, subprocess.Popen[bytes]] = {}
     status = 0
-    while not stopping:
-        for name, child in children.items():
-            if child.poll() is not None:
-                log.error("process exited", extra={"child": name, "code": child.returncode})
-                stopping, status = True, 1
-        time.sleep(0.2)
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children.values():
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    STATE_FILE.unlink(missing_ok=True)
+    try:
+        for name, argv, env in _processes(url):
+            if stopping:
+                break
+            children[name] = subprocess.Popen(argv, env={**os.environ, **env})
+            log.info("started", extra={"child": name, "pid": children[name].pid})
+        if not stopping:
+            _write_state(url, children)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    log.error("process exited", extra={"child": name, "code": child.returncode})
+                    stopping, status = True, 1
+            time.sleep(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        _remove_state()
     log.info("stopped")
     return status
 

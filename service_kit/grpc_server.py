@@ -170,9 +170,8 @@ class RunningServer:
 
     async def start(self) -> None:
         """Start serving, warm up, and report every service SERVING."""
-        # grpc's HealthServicer reports the whole server ("") SERVING from birth: readiness
-        # probes of "" would pass before the warm-ups ran.
-        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        # The whole server ("") stays SERVING from birth, as grpc's HealthServicer has it: that
+        # is liveness. Readiness is the named services, set below after the warm-ups.
         await self.server.start()
         for warm in self.warm_up:
             try:

@@ -35,10 +35,10 @@ from ramp_service.ports import Prepared, RegistrationPlan
 # Fiat currency → the token the pools and bridge move it as.
 TOKEN_FOR = {"EUR": "EURC", "ARS": "ARST", "BRL": "BRLA", "USDC": "USDC"}
 # Pendulum clients loaded at start: chain calls run on asyncio's default thread pool, which has
-# min(32, cores + 4) threads, and under a burst of registers every one of them holds a client
-# (with four, the fifth and sixth each decoded the runtime's metadata, ~1 s of CPU, inside
-# the first burst: 7.5% of the ramp service's CPU over a 16-wide register benchmark).
-WARM_CLIENTS = min(32, (os.cpu_count() or 1) + 4)
+# min(32, cores + 4) threads, and under a burst of registers each busy thread holds a client
+# (with four, the fifth and sixth each decoded the runtime's metadata inside the first burst).
+# At most six: each holds a decoded runtime, and a big node's core count is not the pod's.
+WARM_CLIENTS = min(6, (os.cpu_count() or 1) + 4)
 VALIDITY_S = 7 * 24 * 3600  # presigned Stellar transactions stay valid for a week
 NO_DEADLINE = 2**63 - 1
 

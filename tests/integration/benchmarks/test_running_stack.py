@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bench import stack
 from tests.support.processes import free_port
@@ -30,7 +30,10 @@ def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def serving() -> Iterator[str]:
     """A real gRPC health service reporting SERVING."""
     server = grpc.server(ThreadPoolExecutor(2))
-    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    servicer = health.HealthServicer()
+    for name in (stack.QUOTE_SERVICE, stack.RAMP_SERVICE):  # ready, as after warm-up
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"
