@@ -15,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psycopg
 
-from bench import h2
+from bench import echo_server, h2
 from bench.loadgen import Result, closed_loop, measure, open_loop
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from quote_service.main import SERVICE_NAME as QUOTE_SERVICE
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Outcome
+from ramp_service.main import SERVICE_NAME as RAMP_SERVICE
 from ramp_service.worker.config import WorkerSettings
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
@@ -52,9 +54,9 @@ def row(peak: Result, half: Result) -> dict[str, float]:
     }
 
 
-ECHO = h2.grpc_request("/bench.Echo/Echo", b"x" * 64)
-QUOTES = "/pendulumpay.quote.v1.QuoteService/"
-RAMPS = "/pendulumpay.ramp.v1.RampService/"
+ECHO = h2.grpc_request(echo_server.ECHO, b"x" * 64)
+QUOTES = f"/{QUOTE_SERVICE}/"  # method paths: /package.Service/Method
+RAMPS = f"/{RAMP_SERVICE}/"
 
 
 def echo(address: str, seconds: float) -> tuple[Result, Result]:
@@ -199,11 +201,12 @@ async def register_start(
             request, keys = next(requests)
             try:
                 registered.append((await ramps.RegisterRamp(request, timeout=30), keys))
-            except grpc.aio.AioRpcError as err:
-                failures.append(f"{err.code().name}: {err.details()}")
-                raise
             except Exception as err:
-                failures.append(f"{type(err).__name__}: {err}")
+                failures.append(
+                    f"{err.code().name}: {err.details()}"
+                    if isinstance(err, grpc.aio.AioRpcError)
+                    else repr(err)
+                )
                 raise
 
         reg_peak, reg_half = await measure(register, seconds, concurrency=16)
