@@ -80,7 +80,7 @@ def spawn(
     """A child process killed when the benchmark ends; its output is discarded."""
     proc = subprocess.Popen(
         [sys.executable, *argv],
-        env={**os.environ, "LOG_LEVEL": "WARNING", "LOG_RPCS": "false", **(env or {})},
+        env={"LOG_LEVEL": "WARNING", "LOG_RPCS": "false", **os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
