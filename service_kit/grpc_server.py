@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service_kit import errors
 from service_kit.config import ServiceSettings
+from service_kit.heap import freeze_startup_heap
 from service_kit.logs import AccessLog, configure_logging, new_request_id, request_id
 from service_kit.loop import run as run_on_loop
 
@@ -185,6 +186,9 @@ class RunningServer:
     # WARM_UP_TIMEOUT_S; a failure is logged and the service serves cold rather than not at all.
     warm_up: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     access: AccessLog = field(default_factory=AccessLog)
+    # Freeze the heap once warm (service_kit.heap): set by `run_service`, the process entry
+    # point; servers built inside a test process leave that process's collector alone.
+    freeze_heap: bool = False
 
     async def start(self) -> None:
         """Start serving, warm up, and report every service SERVING."""
@@ -199,6 +203,8 @@ class RunningServer:
                     "warm-up failed; serving cold",
                     extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
                 )
+        if self.freeze_heap:
+            freeze_startup_heap()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -282,6 +288,7 @@ def run_service(
             running, _ = create(settings)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{name} cannot start: {exc}") from exc
+        running.freeze_heap = True
         await serve_until_signal(running, settings.shutdown_grace_s)
 
     try:

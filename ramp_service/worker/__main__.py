@@ -26,6 +26,7 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import load_settings
 from service_kit.db import DirectPool, create_engine, session_factory
+from service_kit.heap import freeze_startup_heap
 from service_kit.logs import configure_logging
 from service_kit.loop import run as run_on_loop
 
@@ -106,6 +107,7 @@ async def serve(settings: WorkerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", extra={"owner": owner, "metrics_port": settings.metrics_port})
+    freeze_startup_heap()  # the Pendulum runtime loads later, on the first Pendulum phase
     gauges = asyncio.ensure_future(refresh_gauges(sessions, metrics, stop))
     await processor.run_forever(stop)
     await gauges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -69,6 +70,11 @@ def test_sigterm_drains_in_flight_calls(database_url: str) -> None:
         logs = proc.stderr.read().decode() if proc.stderr else ""
         assert '"msg": "shutting down"' in logs
         assert '"msg": "stopped"' in logs
+        assert '"msg": "start-up heap frozen"' in logs  # the process entry point freezes it
+        # Every call's access line is written by the time the process has stopped.
+        entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        methods = [e["method"].rsplit("/", 1)[1] for e in entries if e["msg"] == "rpc"]
+        assert methods.count("CreateQuote") == 1 and methods.count("ConsumeQuote") == 1
     finally:
         if proc.poll() is None:
             proc.kill()
