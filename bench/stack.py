@@ -77,10 +77,12 @@ def drop_database(url: str) -> None:
 def spawn(
     stack: ExitStack, argv: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """A child process killed when the benchmark ends; its output is discarded."""
+    """A child process killed when the benchmark ends; its output is discarded. No per-RPC
+    access lines, as in the production overlay (deploy/k8s/overlays/production: Envoy logs
+    each request there)."""
     proc = subprocess.Popen(
         [sys.executable, *argv],
-        env={"LOG_LEVEL": "WARNING", "LOG_RPCS": "false", **os.environ, **(env or {})},
+        env={**os.environ, "LOG_LEVEL": "WARNING", "LOG_RPCS": "false", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
