@@ -72,6 +72,10 @@ def run(quick: bool) -> dict[str, Any]:
             "cpu_per_request": costs,
         }
         w = results["workloads"]
+        selects = [name for name in sut.pids if name.startswith("select-")]
+        select_peak, _ = accounted(
+            "echo_select", selects, lambda: workloads.echo_select(sut.select_address, seconds)
+        )
         w["quote_get"] = workloads.row(
             *accounted(
                 "quote_get", ["quote"], lambda: workloads.quote_get(sut.quote_address, seconds)
@@ -104,8 +108,19 @@ def run(quick: bool) -> dict[str, Any]:
                 lambda: workloads.status_poll_rest(sut.rest_url, ids, seconds),
             )
         )
-        results["baselines"]["echo_qps"] = round(statistics.median(echo_rounds), 1)
+        echo_qps = round(statistics.median(echo_rounds), 1)
+        results["baselines"]["echo_qps"] = echo_qps
         results["echo_qps_rounds"] = echo_rounds
+        # Not a target: what a handler doing only one primary-key select reaches here, and the
+        # read workloads against it (how much of their cost is ours beyond the one round trip).
+        results["references"] = {
+            "echo_select_qps": round(select_peak.qps, 1),
+            "echo_select_vs_echo": round(select_peak.qps / echo_qps, 3),
+            **{
+                f"{name}_vs_echo_select": round(w[name]["qps"] / select_peak.qps, 3)
+                for name in ("quote_get", "status_poll_grpc", "status_poll_rest")
+            },
+        }
         # The ceiling: 3000 freshly vacuumed due ramps claimed and finished by raw SQL, the
         # median of three rounds (one round lasts well under a second).
         ceilings = []
@@ -158,6 +173,11 @@ def print_table(results: dict[str, Any]) -> None:
             )
         else:
             print(f"{name:<24}" + "  ".join(f"{k}={v}" for k, v in row.items()))
+    references = results.get("references", {})
+    if references:
+        print("\nreference (not a target): a handler that does one primary-key select")
+        for key, value in references.items():
+            print(f"{key:<36}{value:>10}")
     costs = results.get("cpu_per_request", {})
     if costs:
         print(f"\n{'cpu per request':<24}{'service us':>12}{'generator us':>14}")

@@ -9,20 +9,31 @@ import psycopg
 
 from service_kit.db import libpq_url
 
+SELECT_SQL = "SELECT v FROM bench_kv WHERE id = %s"
+KV_ROWS = 10_000
 
-def pg_select_per_s(database_url: str, seconds: float) -> float:
-    """Primary-key selects per second on one connection, prepared."""
+
+def prepare_kv(database_url: str) -> None:
+    """The table the selects read (here and in bench.echo_server's Select): KV_ROWS rows, id i
+    holding the text "v<i>"."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_kv (id int PRIMARY KEY, v text)")
         conn.execute(
-            "INSERT INTO bench_kv SELECT g, 'x' FROM generate_series(1, 10000) g "
-            "ON CONFLICT DO NOTHING"
+            "INSERT INTO bench_kv SELECT g, 'v' || g FROM generate_series(1, %s) g "
+            "ON CONFLICT DO NOTHING",
+            [KV_ROWS],
         )
+
+
+def pg_select_per_s(database_url: str, seconds: float) -> float:
+    """Primary-key selects per second on one connection, prepared."""
+    prepare_kv(database_url)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         count, deadline, i = 0, time.perf_counter() + seconds, 0
         started = time.perf_counter()
         while time.perf_counter() < deadline:
-            i = i % 10000 + 1
-            conn.execute("SELECT v FROM bench_kv WHERE id = %s", [i], prepare=True).fetchone()
+            i = i % KV_ROWS + 1
+            conn.execute(SELECT_SQL, [i], prepare=True).fetchone()
             count += 1
         return count / (time.perf_counter() - started)
 

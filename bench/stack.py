@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import make_url
 
+from bench.baselines import prepare_kv
 from devnet.horizon.app import DEVNET_PASSPHRASE
 from devnet.keys import load_or_create_keys
 from devstack.database import STATE_FILE, migrate_all
@@ -50,6 +51,9 @@ class Stack:
     # worker would otherwise take the bench's seeded ramps.
     work_database_url: str
     attached: bool  # measuring the stack `make run` started
+    # The Select reference (bench.echo_server with a database): as many processes as each
+    # service runs, on one port; their pid keys are "select-<i>".
+    select_address: str = ""
 
 
 def fresh_database(server: str | None = None) -> str:
@@ -126,6 +130,13 @@ def start(stack: ExitStack) -> Stack:
         stack.callback(drop_database, url)  # runs last: after every process using it stopped
         quote_address, ramp_address, pids = _own_services(stack, url)
     _wait_listening(echo_port)
+    select_port = free_port()
+    prepare_kv(work)
+    selects = {
+        f"select-{i}": spawn(stack, ["-m", "bench.echo_server", str(select_port), work]).pid
+        for i in range(1 if state else int(PROCESSES))  # `make run` runs one per service
+    }
+    _wait_listening(select_port)
     gateway = start_gateway(
         Path(tempfile.mkdtemp(prefix="bench-envoy-")),
         True,
@@ -142,9 +153,10 @@ def start(stack: ExitStack) -> Stack:
         ramp_address,
         gateway.url,
         DEVNET_PASSPHRASE,
-        {"echo": echo.pid, **pids, "envoy": gateway.process.pid},
+        {"echo": echo.pid, **pids, "envoy": gateway.process.pid, **selects},
         work,
         state is not None,
+        f"127.0.0.1:{select_port}",
     )
 
 

@@ -69,6 +69,13 @@ def echo_peak(address: str, seconds: float) -> Result:
     return h2.run(h2.Target.of(address, grpc=True), [ECHO], seconds=seconds)
 
 
+def echo_select(address: str, seconds: float) -> tuple[Result, Result]:
+    """The Select reference (bench.echo_server): one primary-key select per call, round-robin
+    over 200 rows."""
+    requests = [h2.grpc_request(echo_server.SELECT, str(i).encode()) for i in range(1, 201)]
+    return h2.measure(h2.Target.of(address, grpc=True), requests, seconds)
+
+
 def quote_create(address: str, seconds: float) -> tuple[Result, Result]:
     """CreateQuote: pricing plus one durable insert."""
     request = h2.grpc_request(QUOTES + "CreateQuote", SELL.SerializeToString())

@@ -44,6 +44,10 @@ class SubstrateConfig:
     stellar_payout: StellarPayout | None = None
     # Balances at genesis: address → {currency: amount} (the platform's funding account).
     endowed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # A WebSocket ping every this many seconds; a client that has not answered within half of
+    # it is disconnected. An idle synchronous client (substrate-interface reads only while it
+    # waits for an answer) is thus dropped after 1.5x this, as nodes and proxies drop idle ones.
+    ws_heartbeat_s: float = 30.0
 
 
 class RpcError(Exception):
@@ -242,7 +246,8 @@ async def rpc(request: web.Request) -> web.StreamResponse:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30)
+    config: SubstrateConfig = request.app[CONFIG_KEY]  # type: ignore[assignment]
+    ws = web.WebSocketResponse(heartbeat=config.ws_heartbeat_s)
     await ws.prepare(request)
 
     async def subscribe(subscription: str, result: dict[str, Any]) -> None:

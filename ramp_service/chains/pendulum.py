@@ -9,8 +9,10 @@ not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
+import logging
 import queue
 import threading
 import time
@@ -24,6 +26,7 @@ from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
 from substrateinterface.utils.ss58 import ss58_decode
+from websocket import WebSocketException
 
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from service_kit.errors import FieldViolation, InvalidInput
@@ -32,6 +35,19 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _RUNTIME_INIT_LOCK = threading.Lock()
 RUNTIME_RECHECK_S = 60.0
+RUNTIME_RETRY_S = (
+    5.0  # after a failed recheck, the loaded runtime is used this long before the next try
+)
+# A client idle longer than this gets a new WebSocket before its next call. Nodes and proxies
+# drop idle connections (the devnet's node after 45 s: a ping every 30 s that substrate-
+# interface, reading only while it waits for an answer, never answers), and the next call on
+# such a socket failed with a broken pipe: after a quiet minute every pooled client failed one
+# register, and the metadata client's runtime recheck failed every one of them (seen in the
+# bench). A new socket on a loopback or LAN node costs a millisecond or two.
+IDLE_RECONNECT_S = 10.0
+# What a dropped or refused connection raises through substrate-interface and websocket-client.
+CONNECTION_ERRORS = (ConnectionError, OSError, WebSocketException)
+log = logging.getLogger("pendulum")
 SS58_FORMAT = 56
 DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
 NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
@@ -89,8 +105,9 @@ class PendulumChain:
         self._offline: SubstrateInterface | None = None
         # The metadata client is shared and substrate-interface is not thread-safe.
         self._offline_lock = threading.RLock()
-        # Connected, initialized clients for network work, one per thread at a time.
-        self._idle: queue.SimpleQueue[SubstrateInterface] = queue.SimpleQueue()
+        # Connected, initialized clients for network work, one per thread at a time, each with
+        # when it was last used (monotonic).
+        self._idle: queue.SimpleQueue[tuple[SubstrateInterface, float]] = queue.SimpleQueue()
         # Whether our byte layout of signed extrinsics matches scalecodec's (learned once).
         self._layout_ok: bool | None = None
         # Likewise for immortal signing payloads; the genesis hash they include.
@@ -119,10 +136,26 @@ class PendulumChain:
             self._offline = self._initialized_client()
             self._checked_at = now
         elif now - self._checked_at > RUNTIME_RECHECK_S:
-            with _RUNTIME_INIT_LOCK:
-                self._offline.init_runtime()
-            self._checked_at, self._genesis = now, None
+            self._recheck_runtime(self._offline, now)
         return self._offline
+
+    def _recheck_runtime(self, client: SubstrateInterface, now: float) -> None:
+        """Reload the runtime version over a new socket (the kept one has sat idle since the last
+        check). A node that cannot be reached leaves the loaded runtime in use, and the check is
+        tried again RUNTIME_RETRY_S later: composing and verifying need no node, and an upgrade
+        is picked up once the node answers."""
+        try:
+            _reconnect(client)
+            with _RUNTIME_INIT_LOCK:
+                client.init_runtime()
+        except CONNECTION_ERRORS as exc:
+            log.warning(
+                "runtime recheck failed; using the loaded runtime",
+                extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
+            self._checked_at = now - RUNTIME_RECHECK_S + RUNTIME_RETRY_S
+            return
+        self._checked_at, self._genesis = now, None
 
     def _compose(self, module: str, function: str, params: dict[str, Any]) -> Any:
         client = self._metadata_client()
@@ -156,7 +189,9 @@ class PendulumChain:
         serialized process-wide: a cold burst of registers would queue behind one another)."""
         with self._offline_lock:
             self._metadata_client()
-        ready = [self._initialized_client() for _ in range(clients)]
+        # Each with when it last used its socket: loading a runtime takes a while, and the
+        # first client has sat idle through the others' loading.
+        ready = [(self._initialized_client(), time.monotonic()) for _ in range(clients)]
         for client in ready:
             self._idle.put(client)
 
@@ -171,7 +206,7 @@ class PendulumChain:
                 self._offline = None
         while True:
             try:
-                clients.append(self._idle.get_nowait())
+                clients.append(self._idle.get_nowait()[0])
             except queue.Empty:
                 break
         if clients:
@@ -181,11 +216,13 @@ class PendulumChain:
     async def _run(self, work: Callable[[SubstrateInterface], T]) -> T:
         def job() -> T:
             try:
-                client = self._idle.get_nowait()
+                client, last_used = self._idle.get_nowait()
             except queue.Empty:
-                client = self._initialized_client()
+                client, last_used = self._initialized_client(), time.monotonic()
             healthy = False
             try:
+                if time.monotonic() - last_used > IDLE_RECONNECT_S:
+                    _reconnect(client)  # the node may have dropped the idle socket
                 result = work(client)
                 healthy = True
                 return result
@@ -194,15 +231,15 @@ class PendulumChain:
                 raise
             finally:
                 if healthy:
-                    self._idle.put(client)
+                    self._idle.put((client, time.monotonic()))
                 else:
-                    client.close()
+                    _drop(client)
 
         try:
             return await asyncio.wait_for(asyncio.to_thread(job), self._timeout_s)
         except TimeoutError as exc:
             raise RecoverableError("PENDULUM_TIMEOUT", f"no answer in {self._timeout_s}s") from exc
-        except (ConnectionError, OSError) as exc:
+        except CONNECTION_ERRORS as exc:
             raise RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200]) from exc
         except SubstrateRequestException as exc:
             raise _classified(exc) from exc
@@ -525,6 +562,23 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def _reconnect(client: SubstrateInterface) -> None:
+    """A new WebSocket for `client`, keeping its loaded runtime; the old socket is closed at
+    once (a closing handshake on a socket the node dropped would wait seconds for nothing)."""
+    old = client.websocket
+    client.connect_websocket()
+    if old is not None:
+        with contextlib.suppress(Exception):
+            old.shutdown()
+
+
+def _drop(client: SubstrateInterface) -> None:
+    """Close a client whose connection failed, without a closing handshake."""
+    if client.websocket is not None:
+        with contextlib.suppress(Exception):
+            client.websocket.shutdown()
 
 
 def _compact(n: int) -> bytes:
