@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +138,11 @@ class PendulumChain:
             self._checked_at = now
         elif now - self._checked_at > RUNTIME_RECHECK_S:
             self._recheck_runtime(self._offline, now)
+        elif _stale(self._offline):
+            # Mostly offline work, but a genesis hash or block number is fetched now and then,
+            # over a socket the node may have dropped long ago.
+            with contextlib.suppress(*CONNECTION_ERRORS):  # no node: offline work goes on
+                _reconnect(self._offline)
         return self._offline
 
     def _recheck_runtime(self, client: SubstrateInterface, now: float) -> None:
@@ -221,7 +227,7 @@ class PendulumChain:
                 client, last_used = self._initialized_client(), time.monotonic()
             healthy = False
             try:
-                if time.monotonic() - last_used > IDLE_RECONNECT_S:
+                if time.monotonic() - last_used > IDLE_RECONNECT_S or _stale(client):
                     _reconnect(client)  # the node may have dropped the idle socket
                 result = work(client)
                 healthy = True
@@ -562,6 +568,21 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def _stale(client: SubstrateInterface) -> bool:
+    """Whether an idle client's socket is closed or has something unasked for waiting (the
+    node's close, an end of stream, or a ping it will drop us for not answering): one
+    select() with no wait, for plain and TLS sockets alike. A peer that vanished without a
+    word is not seen here: IDLE_RECONNECT_S covers that for pooled clients."""
+    sock = client.websocket.sock if client.websocket is not None else None
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed: no file descriptor
+        return True
+    return bool(readable)
 
 
 def _reconnect(client: SubstrateInterface) -> None:

@@ -43,17 +43,20 @@ async def _balances(chain: PendulumChain, n: int) -> list[object]:
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
-def test_without_reconnecting_every_idle_client_fails_once(
+def test_without_reconnecting_idle_clients_fail(
     dropping_node: tuple[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The control: the node really drops idle sockets, and that is what broke registers."""
     monkeypatch.setattr(pendulum, "IDLE_RECONNECT_S", 3600.0)
+    monkeypatch.setattr(pendulum, "_stale", lambda client: False)
     chain = PendulumChain(dropping_node[0], timeout_s=10)
     try:
         chain.warm_up(2)
         time.sleep(QUIET_S)
         answers = asyncio.run(_balances(chain, 2))
         assert answers.count("PENDULUM_UNREACHABLE") >= 1, answers
+        with pytest.raises(pendulum.CONNECTION_ERRORS):  # the genesis hash, on a dead socket
+            chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
     finally:
         chain.close()
 
@@ -91,5 +94,24 @@ def test_the_runtime_recheck_survives_a_quiet_spell_and_an_unreachable_node(
         # No node: the loaded runtime still composes and signs; network calls are recoverable.
         assert chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0) == first
         assert asyncio.run(_balances(chain, 1)) == ["PENDULUM_UNREACHABLE"]
+    finally:
+        chain.close()
+
+
+def test_the_metadata_client_fetches_over_a_live_socket_after_a_quiet_spell(
+    dropping_node: tuple[str, object],
+) -> None:
+    """Warm, then quiet, then the first register: its payload needs the genesis hash, fetched
+    over the metadata client's socket, which the node dropped meanwhile (every register failed
+    this way in the bench, well before the runtime recheck was due)."""
+    chain = PendulumChain(dropping_node[0], timeout_s=10)
+    try:
+        chain.warm_up(0)
+        time.sleep(QUIET_S)
+        issued = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
+        assert issued.signing_payload_hex.startswith("0x")
+        time.sleep(QUIET_S)
+        mortal = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0, 64)
+        assert mortal.era is not None and mortal.era["period"] == 64  # a block number fetched
     finally:
         chain.close()
