@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import start_http_server
 from sqlalchemy import func, select
 
+from ramp_service.adapters.registration import WARM_CLIENTS
+from ramp_service.chains.pendulum import PendulumChain
 from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.domain.outcomes import RetryPolicy
 from ramp_service.worker.config import WorkerSettings
@@ -31,6 +33,7 @@ from service_kit.logs import configure_logging
 from service_kit.loop import run as run_on_loop
 
 log = logging.getLogger("worker")
+WARM_UP_S = 60.0  # the longest a Pendulum warm-up may take before the worker gives up on it
 
 
 def utc_now() -> datetime:
@@ -85,9 +88,24 @@ async def refresh_gauges(sessions: object, metrics: WorkerMetrics, stop: asyncio
             await asyncio.wait_for(stop.wait(), 15)
 
 
+async def warm_up(pendulum: PendulumChain) -> None:
+    """Load the Pendulum runtime into as many pooled clients as Pendulum calls run at once,
+    beside the processing (which starts at once and loads a client itself if it must first),
+    then freeze the heap: the loaded runtime is most of what a full collection would walk."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(pendulum.warm_up, WARM_CLIENTS), WARM_UP_S)
+    except Exception as exc:  # the node may be down at start: clients load on first use
+        log.warning(
+            "pendulum warm-up failed; clients load on first use",
+            extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+        )
+    freeze_startup_heap()
+
+
 async def serve(settings: WorkerSettings) -> None:
     """Build the processor and run it until a signal arrives."""
-    from ramp_service.worker.handlers.registry import build_handlers
+    from ramp_service.worker.handlers.phases import build_phase_handlers
+    from ramp_service.worker.handlers.registry import build_chains
 
     engine = create_engine(settings, "ramp_worker")
     sessions = session_factory(engine)
@@ -98,7 +116,8 @@ async def serve(settings: WorkerSettings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
 
-    handlers = build_handlers(settings, engine)
+    chains = build_chains(settings, engine)
+    handlers = build_phase_handlers(chains)
     processor = PhaseProcessor(
         queue, RecordLoader(direct), handlers, processor_config(settings), metrics
     )
@@ -107,9 +126,10 @@ async def serve(settings: WorkerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", extra={"owner": owner, "metrics_port": settings.metrics_port})
-    freeze_startup_heap()  # the Pendulum runtime loads later, on the first Pendulum phase
+    warm = asyncio.ensure_future(warm_up(chains.pendulum))
     gauges = asyncio.ensure_future(refresh_gauges(sessions, metrics, stop))
     await processor.run_forever(stop)
+    warm.cancel()
     await gauges
     await direct.close()
     await engine.dispose()

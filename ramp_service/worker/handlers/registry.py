@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ramp_service.adapters.registration import build_adapters
 from ramp_service.worker.config import WorkerSettings
-from ramp_service.worker.handlers import PhaseHandler
-from ramp_service.worker.handlers.phases import Chains, FundingLock, build_phase_handlers
+from ramp_service.worker.handlers.phases import Chains, FundingLock
 
 
 def build_chains(settings: WorkerSettings, engine: AsyncEngine) -> Chains:
@@ -33,8 +32,3 @@ def build_chains(settings: WorkerSettings, engine: AsyncEngine) -> Chains:
         poll=timedelta(milliseconds=settings.worker_chain_poll_ms),
         swap_soft_margin=Decimal(settings.swap_soft_margin),
     )
-
-
-def build_handlers(settings: WorkerSettings, engine: AsyncEngine) -> dict[str, PhaseHandler]:
-    """Every phase's handler over the configured networks and partners."""
-    return build_phase_handlers(build_chains(settings, engine))
