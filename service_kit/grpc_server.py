@@ -262,12 +262,15 @@ async def serve_until_signal(running: RunningServer, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await running.start()
-    log.info("serving", extra={"port": running.port, "services": list(running.service_names)})
-    await stop.wait()
-    log.info("shutting down", extra={"grace_s": grace})
-    await running.stop(grace)
-    log.info("stopped")
+    try:
+        await running.start()
+        log.info("serving", extra={"port": running.port, "services": list(running.service_names)})
+        await stop.wait()
+        log.info("shutting down", extra={"grace_s": grace})
+        await running.stop(grace)
+        log.info("stopped")
+    finally:
+        running.access.flush()  # a failed start or stop still writes the calls it served
 
 
 def run_service(

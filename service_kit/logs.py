@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import itertools
 import json
@@ -88,19 +89,20 @@ class AccessLog:
         self._max_lines = max_lines
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        atexit.register(self.flush)  # whatever path the process leaves by
 
     def enabled(self) -> bool:
         """Whether access lines are wanted (INFO on the logger)."""
         return self._logger.isEnabledFor(logging.INFO)
 
     def record(self, rid: str, method: str, outcome: str, ms: float) -> None:
-        """Queue one line. `rid` comes from `new_request_id`; `method` is a registered
-        "/package.Service/Method" path and `outcome` a status name and reason code, so none
-        needs escaping."""
+        """Queue one line. `rid` comes from `new_request_id` and `method` is a registered
+        "/package.Service/Method" path: neither needs escaping. `outcome` may carry a reason
+        code another service sent, so it is escaped."""
         ts = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds")
         self._lines.append(
             f'{{"ts": "{ts}", {self._prefix}, "request_id": "{rid}", "method": "{method}", '
-            f'"outcome": "{outcome}", "ms": {ms}}}\n'
+            f'"outcome": {json.dumps(outcome)}, "ms": {ms}}}\n'
         )
         if len(self._lines) >= self._max_lines:
             self.flush()
@@ -122,7 +124,30 @@ class AccessLog:
         lines, self._lines = self._lines, []
         stream = sys.stderr  # looked up each time, as logging's handler writes to it
         try:
-            stream.write("".join(lines))
-            stream.flush()
+            for chunk in _chunks(lines):
+                stream.write(chunk)
+                stream.flush()  # one write each: whole lines, atomic on a shared pipe
         except (OSError, ValueError):  # stderr closed or gone: nothing to report to
             pass
+
+
+# A write of at most this many bytes to a pipe is atomic (POSIX PIPE_BUF): the processes of a
+# service with GRPC_PROCESSES > 1 share one stderr, and their lines must not interleave.
+PIPE_BUF = 4096
+
+
+def _chunks(lines: list[str]) -> list[str]:
+    """`lines` joined into as few chunks as fit PIPE_BUF bytes each (a longer line alone)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode())
+        if current and size + length > PIPE_BUF:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        chunks.append("".join(current))
+    return chunks

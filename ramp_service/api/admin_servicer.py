@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 
@@ -13,6 +14,9 @@ from ramp_service.admin import RampAdmin
 from ramp_service.api.servicer import ramp_to_proto
 
 ADMIN_PREFIX = "/pendulumpay.ramp.v1.RampAdminService/"
+
+
+log = logging.getLogger("admin")
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -34,6 +38,11 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
         if self._expected and hmac.compare_digest(str(given).encode(), self._expected):
             return await continuation(handler_call_details)
+
+        log.warning(  # before the access log sees the call: say it was turned away
+            "admin call rejected",
+            extra={"method": handler_call_details.method, "token_given": bool(given)},
+        )
 
         async def deny(request: object, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin token required")

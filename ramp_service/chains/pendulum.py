@@ -44,7 +44,8 @@ RUNTIME_RETRY_S = (
 # interface, reading only while it waits for an answer, never answers), and the next call on
 # such a socket failed with a broken pipe: after a quiet minute every pooled client failed one
 # register, and the metadata client's runtime recheck failed every one of them (seen in the
-# bench). A new socket on a loopback or LAN node costs a millisecond or two.
+# bench). A new socket costs a millisecond or two to a node on loopback or the LAN; to a remote
+# wss:// node, a TLS handshake.
 IDLE_RECONNECT_S = 10.0
 # What a dropped or refused connection raises through substrate-interface and websocket-client.
 CONNECTION_ERRORS = (ConnectionError, OSError, WebSocketException)
@@ -117,7 +118,11 @@ class PendulumChain:
         self._checked_at = 0.0
 
     def _client(self) -> SubstrateInterface:
-        return SubstrateInterface(url=self.url, ss58_format=SS58_FORMAT)
+        # A connect or a read waits at most the adapter's timeout (websocket-client waits
+        # forever by default: a node dropping packets would hold the metadata lock for minutes).
+        return SubstrateInterface(
+            url=self.url, ss58_format=SS58_FORMAT, ws_options={"timeout": self._timeout_s}
+        )
 
     def _initialized_client(self) -> SubstrateInterface:
         """A connected client with its runtime loaded. scalecodec's type registries are not
@@ -133,16 +138,17 @@ class PendulumChain:
         version is re-checked at most once a minute (a runtime upgrade changes call indices),
         not on every call (that is three round trips each)."""
         now = time.monotonic()
+        if self._offline is not None:
+            if now - self._checked_at > RUNTIME_RECHECK_S:
+                self._recheck_runtime(self._offline, now)  # may drop a half-updated client
+            elif _stale(self._offline):
+                # Mostly offline work, but a genesis hash or block number is fetched now and
+                # then, over a socket the node may have dropped long ago.
+                with contextlib.suppress(*CONNECTION_ERRORS):  # no node: offline work goes on
+                    _reconnect(self._offline)
         if self._offline is None:
             self._offline = self._initialized_client()
-            self._checked_at = now
-        elif now - self._checked_at > RUNTIME_RECHECK_S:
-            self._recheck_runtime(self._offline, now)
-        elif _stale(self._offline):
-            # Mostly offline work, but a genesis hash or block number is fetched now and then,
-            # over a socket the node may have dropped long ago.
-            with contextlib.suppress(*CONNECTION_ERRORS):  # no node: offline work goes on
-                _reconnect(self._offline)
+            self._checked_at, self._genesis = now, None
         return self._offline
 
     def _recheck_runtime(self, client: SubstrateInterface, now: float) -> None:
@@ -150,15 +156,21 @@ class PendulumChain:
         check). A node that cannot be reached leaves the loaded runtime in use, and the check is
         tried again RUNTIME_RETRY_S later: composing and verifying need no node, and an upgrade
         is picked up once the node answers."""
+        loaded = (client.runtime_version, client.transaction_version)
         try:
             _reconnect(client)
             with _RUNTIME_INIT_LOCK:
                 client.init_runtime()
-        except CONNECTION_ERRORS as exc:
+        except (*CONNECTION_ERRORS, SubstrateRequestException) as exc:
             log.warning(
                 "runtime recheck failed; using the loaded runtime",
                 extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
             )
+            if (client.runtime_version, client.transaction_version) != loaded:
+                # init_runtime sets the versions before it fetches the metadata: a failure in
+                # between leaves a new version over old call indices. Start from a new client.
+                _drop(client)
+                self._offline = None
             self._checked_at = now - RUNTIME_RECHECK_S + RUNTIME_RETRY_S
             return
         self._checked_at, self._genesis = now, None
@@ -572,17 +584,19 @@ class PendulumChain:
 
 def _stale(client: SubstrateInterface) -> bool:
     """Whether an idle client's socket is closed or has something unasked for waiting (the
-    node's close, an end of stream, or a ping it will drop us for not answering): one
-    select() with no wait, for plain and TLS sockets alike. A peer that vanished without a
-    word is not seen here: IDLE_RECONNECT_S covers that for pooled clients."""
+    node's close, an end of stream, or a ping it will drop us for not answering): one poll()
+    with no wait. For TLS it sees the socket, not what the TLS layer has already read (an
+    idle client has nothing there). A peer that vanished without a word is not seen here:
+    IDLE_RECONNECT_S covers that for pooled clients."""
     sock = client.websocket.sock if client.websocket is not None else None
     if sock is None:
         return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()  # not select(): it fails for descriptors above 1023
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
     except (OSError, ValueError):  # closed: no file descriptor
         return True
-    return bool(readable)
 
 
 def _reconnect(client: SubstrateInterface) -> None:

@@ -4,13 +4,21 @@ shape; client request ids are kept only when well formed."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
 
 import pytest
 
-from service_kit.logs import AccessLog, JsonFormatter, new_request_id, request_id
+from service_kit.logs import (
+    PIPE_BUF,
+    AccessLog,
+    JsonFormatter,
+    _chunks,
+    new_request_id,
+    request_id,
+)
 
 
 def test_json_line_with_request_id_and_extras() -> None:
@@ -104,3 +112,19 @@ def test_well_formed_client_request_ids_are_kept_and_our_own_are_unique() -> Non
         assert new_request_id(given) == given
     ours = {new_request_id() for _ in range(10_000)}
     assert len(ours) == 10_000
+
+
+def test_an_outcome_from_another_service_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    AccessLog().record("r1", "/x.Y/Z", 'UNAVAILABLE:QUOTE_"ODD"\nREASON', 1.0)
+    [entry] = lines(capsys.readouterr().err)
+    assert entry["outcome"] == 'UNAVAILABLE:QUOTE_"ODD"\nREASON'
+
+
+def test_a_flush_writes_whole_lines_in_pipe_sized_writes() -> None:
+    lines_in = [f'{{"n": {i}, "pad": "{"x" * 90}"}}\n' for i in range(200)]
+    chunks = _chunks(lines_in)
+    assert "".join(chunks) == "".join(lines_in)
+    assert all(len(c.encode()) <= PIPE_BUF and c.endswith("\n") for c in chunks)
+    for chunk, following in itertools.pairwise(chunks):  # each as full as it can be
+        assert len((chunk + following.splitlines(keepends=True)[0]).encode()) > PIPE_BUF
+    assert _chunks(["y" * 5000 + "\n"]) == ["y" * 5000 + "\n"]  # a longer line goes alone

@@ -18,6 +18,7 @@ account with a PostgreSQL advisory lock (nonces are taken from the chain under t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -265,8 +266,15 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
                 return
             replace = True  # failed, or its nonce went to another transaction: never applies
         nonce = await pendulum.nonce(funding)
-        call = pendulum.token_transfer(ephemeral, "PEN", chains.ephemeral_pen)
-        payload = pendulum.sign_with(call, chains.pendulum_funding, nonce)
+        # Off the event loop: composing and signing hold the adapter's metadata lock and may
+        # fetch from the node (a genesis hash, a runtime recheck).
+        payload = await asyncio.to_thread(
+            lambda: pendulum.sign_with(
+                pendulum.token_transfer(ephemeral, "PEN", chains.ephemeral_pen),
+                chains.pendulum_funding,
+                nonce,
+            )
+        )
         await ctx.journal.record_intent(
             "fund_pen",
             "pendulum",

@@ -6,6 +6,7 @@ and its metadata client must keep working after one."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,6 +19,7 @@ from devnet.substrate.app import create_app as create_node
 from ramp_service.chains import pendulum
 from ramp_service.chains.errors import RecoverableError
 from ramp_service.chains.pendulum import PendulumChain
+from tests.integration.devnet.conftest import Node
 from tests.support.aio import LoopThread
 from tests.support.http_apps import serve
 
@@ -77,7 +79,10 @@ def test_pooled_clients_reconnect_after_a_quiet_spell(
 
 
 def test_the_runtime_recheck_survives_a_quiet_spell_and_an_unreachable_node(
-    dropping_node: tuple[str, object], monkeypatch: pytest.MonkeyPatch, aio_loop: LoopThread
+    dropping_node: tuple[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    aio_loop: LoopThread,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(pendulum, "RUNTIME_RECHECK_S", 0.5)
     url, runner = dropping_node
@@ -85,9 +90,11 @@ def test_the_runtime_recheck_survives_a_quiet_spell_and_an_unreachable_node(
     try:
         first = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
         time.sleep(QUIET_S)  # the metadata client's socket is dropped; the recheck is due
-        checked = chain._checked_at
-        again = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
-        assert chain._checked_at > checked  # rechecked, over a new socket
+        socket_before = chain._offline.websocket  # type: ignore[union-attr]
+        with caplog.at_level(logging.WARNING, logger="pendulum"):
+            again = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
+        assert not caplog.records, caplog.text  # the recheck itself succeeded
+        assert chain._offline.websocket is not socket_before  # type: ignore[union-attr]
         assert again == first
         aio_loop.run(runner.cleanup())  # type: ignore[attr-defined]
         time.sleep(0.6)
@@ -113,5 +120,32 @@ def test_the_metadata_client_fetches_over_a_live_socket_after_a_quiet_spell(
         time.sleep(QUIET_S)
         mortal = chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0, 64)
         assert mortal.era is not None and mortal.era["period"] == 64  # a block number fetched
+    finally:
+        chain.close()
+
+
+def test_a_socket_in_use_is_kept(node: Node) -> None:
+    """Calls close together reuse their sockets: reconnecting is for idle ones only (on a node
+    with the usual 30 s heartbeat: the dropping node's pings would rightly count as stale)."""
+
+    def pooled_sockets(chain: PendulumChain) -> set[int]:
+        clients = []
+        while not chain._idle.empty():
+            clients.append(chain._idle.get_nowait())
+        for client in clients:
+            chain._idle.put(client)
+        return {id(client.websocket) for client, _ in clients}
+
+    chain = PendulumChain(node.ws_url, timeout_s=10)
+    try:
+        chain.warm_up(2)
+        before = pooled_sockets(chain)
+        for _ in range(3):
+            assert asyncio.run(_balances(chain, 2)) == [Decimal(0)] * 2
+        assert pooled_sockets(chain) == before
+        chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("1")), ALICE, 0)
+        metadata_socket = chain._offline.websocket  # type: ignore[union-attr]
+        chain.issue(chain.token_transfer(ALICE, "USDC", Decimal("2")), ALICE, 1)
+        assert chain._offline.websocket is metadata_socket  # type: ignore[union-attr]
     finally:
         chain.close()
