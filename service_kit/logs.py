@@ -75,11 +75,11 @@ class AccessLog:
 
     Through `logging`, each line cost a LogRecord, the handler's lock, a formatter walking the
     record's attributes and a write of its own: 100-150 us of CPU per call in a loaded server,
-    as much as a bare grpc.aio echo call (README, Performance). Here a call appends one line
-    built from known-safe parts; the lines gathered are written in one write `flush_s` after
-    the first of them, or at once past `max_lines`, and on shutdown. A process killed with
-    SIGKILL loses at most `flush_s` of access lines; warnings and errors go through `logging`
-    at once, as before.
+    as much as a bare grpc.aio echo call (README, Performance). Here a call appends one line;
+    the lines gathered are written `flush_s` after the first of them, at once past
+    `max_lines`, and on shutdown or exit, in whole-line writes of at most PIPE_BUF bytes. A
+    process killed with SIGKILL loses at most `flush_s` of access lines; warnings and errors
+    go through `logging` at once, as before.
     """
 
     def __init__(self, logger: str = "grpc", flush_s: float = 0.2, max_lines: int = 512) -> None:
