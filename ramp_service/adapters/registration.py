@@ -22,14 +22,9 @@ from stellar_sdk import Keypair as StellarKeypair
 from substrateinterface import Keypair as SubstrateKeypair
 from substrateinterface.utils.ss58 import ss58_decode
 
-from ramp_service.chains.errors import ChainError, RecoverableError
+from ramp_service.chains.errors import ChainError
 from ramp_service.chains.partners import AnchorClient, PixClient
-from ramp_service.chains.pendulum import (
-    CONNECTION_ERRORS,
-    SS58_FORMAT,
-    IssuedCall,
-    PendulumChain,
-)
+from ramp_service.chains.pendulum import SS58_FORMAT, IssuedCall, PendulumChain
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.config import RampSettings
 from ramp_service.domain.errors import ChainUnavailable
@@ -123,10 +118,7 @@ class ChainRegistration:
                 )
             return txs
 
-        try:
-            return await asyncio.to_thread(work)
-        except CONNECTION_ERRORS as exc:  # the metadata client's occasional node calls
-            raise RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200]) from exc
+        return await self._pendulum.off_loop(work)
 
     async def _prepare_sell(self, plan: RegistrationPlan) -> Prepared:
         q = plan.quote

@@ -258,9 +258,18 @@ class PendulumChain:
         except TimeoutError as exc:
             raise RecoverableError("PENDULUM_TIMEOUT", f"no answer in {self._timeout_s}s") from exc
         except CONNECTION_ERRORS as exc:
-            raise RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200]) from exc
+            raise _unreachable(exc) from exc
         except SubstrateRequestException as exc:
             raise _classified(exc) from exc
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run metadata work (composing, issuing, signing) in a thread: it holds the metadata
+        lock and now and then fetches from the node (a genesis hash, a block number, a runtime
+        recheck). A lost connection is PENDULUM_UNREACHABLE, as for every network call."""
+        try:
+            return await asyncio.to_thread(work)
+        except CONNECTION_ERRORS as exc:
+            raise _unreachable(exc) from exc
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -580,6 +589,11 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def _unreachable(exc: BaseException) -> RecoverableError:
+    """A lost or refused connection to the node, as the processor and register report it."""
+    return RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200])
 
 
 def _stale(client: SubstrateInterface) -> bool:

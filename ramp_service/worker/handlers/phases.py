@@ -18,7 +18,6 @@ account with a PostgreSQL advisory lock (nonces are taken from the chain under t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -266,9 +265,7 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
                 return
             replace = True  # failed, or its nonce went to another transaction: never applies
         nonce = await pendulum.nonce(funding)
-        # Off the event loop: composing and signing hold the adapter's metadata lock and may
-        # fetch from the node (a genesis hash, a runtime recheck).
-        payload = await asyncio.to_thread(
+        payload = await pendulum.off_loop(
             lambda: pendulum.sign_with(
                 pendulum.token_transfer(ephemeral, "PEN", chains.ephemeral_pen),
                 chains.pendulum_funding,
