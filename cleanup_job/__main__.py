@@ -32,7 +32,9 @@ def main() -> int:
         log.error("DATABASE_URL is not set")
         return 2
     engine = create_engine(
-        sqlalchemy_url(settings.database_url), pool_size=2, connect_args={"connect_timeout": 5}
+        sqlalchemy_url(settings.database_url),
+        pool_size=2,
+        connect_args={"connect_timeout": 5, "application_name": "cleanup_job"},
     )
     try:
         summary = CleanupJob(engine, settings, lambda: datetime.now(UTC)).run()

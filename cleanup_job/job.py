@@ -39,12 +39,22 @@ class CleanupJob:
     """Runs every task to completion in batches of at most `cleanup_batch_size` rows."""
 
     def __init__(
-        self, engine: Engine, settings: CleanupSettings, clock: Callable[[], datetime]
+        self,
+        engine: Engine,
+        settings: CleanupSettings,
+        clock: Callable[[], datetime],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._summary = Summary()
+        self._paced_since = 0.0
+        self._paced_rows = 0
 
     def run(self) -> Summary:
         """Take the lock or skip; then run each task."""
@@ -58,7 +68,14 @@ class CleanupJob:
                 log.info("another cleanup run holds the lock; skipping")
                 self._summary.skipped = True
                 return self._summary
-            log.info("cleanup started", extra={"batch_size": self._settings.cleanup_batch_size})
+            log.info(
+                "cleanup started",
+                extra={
+                    "batch_size": self._settings.cleanup_batch_size,
+                    "max_rows_per_s": self._settings.cleanup_max_rows_per_s,
+                },
+            )
+            self._paced_since = self._monotonic()
             try:
                 self._run_tasks(lock_conn)
             except BaseException:
@@ -124,8 +141,20 @@ class CleanupJob:
             self._add(name, touched)
             if touched == 0:
                 return
-            if self._settings.cleanup_batch_pause_ms:
-                time.sleep(self._settings.cleanup_batch_pause_ms / 1000)
+            self._pace(touched)
+
+    def _pace(self, touched: int) -> None:
+        """Between batches: the configured pause, then, while the run is ahead of
+        `cleanup_max_rows_per_s` (rows touched by every task since the lock was taken), sleep
+        until it is not. The job shares the database's cores with the services: unpaced, it
+        takes whatever share the scheduler gives it from them."""
+        if self._settings.cleanup_batch_pause_ms:
+            self._sleep(self._settings.cleanup_batch_pause_ms / 1000)
+        self._paced_rows += touched
+        if rate := self._settings.cleanup_max_rows_per_s:
+            ahead = self._paced_rows / rate - (self._monotonic() - self._paced_since)
+            if ahead > 0:
+                self._sleep(ahead)
 
     def _add(self, name: str, count: int) -> None:
         self._summary.counts[name] = self._summary.counts.get(name, 0) + count

@@ -24,19 +24,25 @@ EXPIRE_BATCH = text(
 
 # One batch of the old-quote delete, in one statement: lock up to :batch expired candidates,
 # set aside those `{held}` (SQL over candidates.id, supplied by the schema that holds quotes)
-# says are still in use, delete the rest. No ids travel to the client and back.
+# says are still in use, delete the rest. No ids travel to the client and back. The delete goes
+# by the locked rows' ctids (a TID scan: a row locked here cannot move): joined back by id, the
+# planner sometimes hashed the whole table per batch instead of probing the key 1000 times
+# (80 ms instead of 10, seen on a freshly analyzed table of 113k rows).
 DELETE_EXPIRED_BATCH = """
 WITH candidates AS (
-    SELECT id FROM quote.quote_tickets
+    SELECT id, ctid AS tid FROM quote.quote_tickets
     WHERE status = 'EXPIRED' AND expires_at < :cutoff AND NOT (id = ANY(:skip))
     ORDER BY expires_at LIMIT :batch
     FOR UPDATE SKIP LOCKED
 ), held AS (
     SELECT id FROM candidates WHERE {held}
 ), deleted AS (
-    DELETE FROM quote.quote_tickets AS q USING candidates AS c
-    WHERE q.id = c.id AND NOT EXISTS (SELECT 1 FROM held WHERE held.id = c.id)
-    RETURNING q.id
+    DELETE FROM quote.quote_tickets
+    WHERE ctid = ANY(ARRAY(
+        SELECT tid FROM candidates AS c
+        WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.id = c.id)
+    ))
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM deleted), ARRAY(SELECT id FROM held)
 """
