@@ -207,17 +207,25 @@ class PacedTime:
 
 
 @pytest.mark.parametrize(
-    ("per_batch", "expected_sleeps"),
-    [(0.0, [0.1, 0.1, 0.05, 0.1, 0.1]), (0.04, [0.06, 0.06, 0.01, 0.06, 0.06])],
+    ("max_rows_per_s", "per_batch", "expected_sleeps"),
+    [
+        (10_000, 0.0, [0.1, 0.1, 0.05, 0.1, 0.1]),
+        (10_000, 0.04, [0.06, 0.06, 0.01, 0.06, 0.06]),
+        (0, 0.0, []),  # unpaced: never sleeps
+    ],
 )
 def test_the_job_paces_itself_to_max_rows_per_s_over_the_whole_run(
-    pg: psycopg.Connection, engine: Engine, per_batch: float, expected_sleeps: list[float]
+    pg: psycopg.Connection,
+    engine: Engine,
+    max_rows_per_s: int,
+    per_batch: float,
+    expected_sleeps: list[float],
 ) -> None:
     seed_quotes(pg, "PENDING", NOW - timedelta(minutes=1), 2500)
     seed_quotes(pg, "EXPIRED", NOW - timedelta(days=100), 2000)
     time_ = PacedTime(per_batch)
     settings = CleanupSettings(
-        database_url="unused", cleanup_batch_size=1000, cleanup_max_rows_per_s=10_000
+        database_url="unused", cleanup_batch_size=1000, cleanup_max_rows_per_s=max_rows_per_s
     )  # type: ignore[call-arg]
     summary = CleanupJob(
         engine, settings, lambda: NOW, sleep=time_.sleep, monotonic=time_.monotonic
@@ -227,19 +235,6 @@ def test_the_job_paces_itself_to_max_rows_per_s_over_the_whole_run(
     # 1000 rows at 10k rows/s is 0.1 s: each batch sleeps what the run is ahead of the pace,
     # counted over every task, less the time its batches took. Empty batches do not sleep.
     assert time_.sleeps == pytest.approx(expected_sleeps)
-
-
-def test_an_unpaced_job_never_sleeps(pg: psycopg.Connection, engine: Engine) -> None:
-    seed_quotes(pg, "PENDING", NOW - timedelta(minutes=1), 2500)
-    time_ = PacedTime(0.0)
-    settings = CleanupSettings(
-        database_url="unused", cleanup_batch_size=1000, cleanup_max_rows_per_s=0
-    )  # type: ignore[call-arg]
-    summary = CleanupJob(
-        engine, settings, lambda: NOW, sleep=time_.sleep, monotonic=time_.monotonic
-    ).run()
-    assert summary.counts["quotes_expired"] == 2500
-    assert time_.sleeps == []
 
 
 def test_an_old_quote_batch_deletes_by_tid_not_by_hashing_the_table(pg: psycopg.Connection) -> None:
