@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import psycopg
@@ -168,6 +171,16 @@ class Noop:
         return Advance()
 
 
+class _RoundRobin:
+    """Each call on the next of several stubs (one per connection)."""
+
+    def __init__(self, stubs: list[ramp_pb2_grpc.RampServiceStub]) -> None:
+        self._stubs = itertools.cycle(stubs)
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(next(self._stubs), method)
+
+
 async def register_start(
     ramp_address: str, quote_address: str, passphrase: str, seconds: float
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -182,12 +195,21 @@ async def register_start(
 
     from tests.support.signing import sign_all
 
-    async with (
-        grpc.aio.insecure_channel(quote_address) as quote_channel,
-        grpc.aio.insecure_channel(ramp_address) as ramp_channel,
-    ):
+    # Clients arrive over several connections, as through h2gen: one channel's single
+    # connection would reach one of the ramp service's SO_REUSEPORT processes only.
+    # (A local subchannel pool each, else grpc shares one connection among the channels.)
+    async with contextlib.AsyncExitStack() as channels:
+        quote_channel = await channels.enter_async_context(grpc.aio.insecure_channel(quote_address))
+        ramp_channels = [
+            await channels.enter_async_context(
+                grpc.aio.insecure_channel(
+                    ramp_address, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+            )
+            for _ in range(h2.CONNECTIONS)
+        ]
         quotes = quote_pb2_grpc.QuoteServiceStub(quote_channel)
-        ramps = ramp_pb2_grpc.RampServiceStub(ramp_channel)
+        ramps = _RoundRobin([ramp_pb2_grpc.RampServiceStub(c) for c in ramp_channels])
         pool_size = 600 + int(120 * seconds)
         quote_ids: list[str] = []
         while len(quote_ids) < pool_size:
