@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ramp_service.db.repository import RampRepository, fetch_record
+from ramp_service.db.repository import RampRepository, fetch_record, start_ramp
 from ramp_service.domain.errors import (
     EphemeralNotFresh,
     InvalidRampRequest,
@@ -206,33 +206,16 @@ class RampService:
             return self._repeated_start(record, payloads)
         merged = record.additional_data.merged(data)
         check_additional_data(record.quote, merged)
-        async with self._sessions.begin() as session:
-            repo = RampRepository(session)
-            row = await repo.lock(record.id)
-            assert row is not None
-            now = self._clock()
-            won = row.status == RampStatus.REGISTERED.value  # else: lost a race with another start
-            if won and now >= row.start_deadline:
-                raise StartDeadlinePassed(ramp_id)
-            if won:
-                check_complete(record.issued(), record.presigned_keys() | set(payloads))
-                for (phase, network), payload in payloads.items():
-                    await repo.store_presigned(record.id, phase, network, payload, now)
-                row.wallet_address, row.destination, row.tax_id = (
-                    merged.wallet_address,
-                    merged.destination,
-                    merged.tax_id,
-                )
-                row.status = RampStatus.RUNNING.value
-                row.next_attempt_at = now
-                row.phase_started_at = now
-                row.updated_at = now
-                await repo.append_event(
-                    record.id, INITIAL, INITIAL, row.status, USER, now, "started"
-                )
+        now = self._clock()
+        if now >= record.start_deadline:
+            raise StartDeadlinePassed(ramp_id)
+        check_complete(record.issued(), record.presigned_keys() | set(payloads))
+        async with self._direct.connection() as conn:
+            won = await start_ramp(conn, record.id, payloads, merged, USER, now)
         # Read after commit: the answer shows the ramp as every later reader will.
         if won:
             return await self.get(ramp_id)
+        # Another start won the race (or the ramp left REGISTERED some other way).
         return self._repeated_start(await self.get(ramp_id), payloads)
 
     def _repeated_start(

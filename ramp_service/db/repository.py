@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -216,6 +217,61 @@ SELECT r.*,
      FROM ramp.errors x WHERE x.ramp_id = r.id ORDER BY x.id DESC LIMIT 1) AS last_error_json
 FROM ramp.ramps r WHERE {where} {tail}
 """
+
+
+# StartRamp's write, one statement (atomic on an autocommit connection): the ramp moves from
+# REGISTERED to RUNNING only while its start deadline lies ahead, and only if it did, its presigned
+# payloads are stored and its "started" event appended. Under READ COMMITTED a concurrent start
+# waits for the row and then finds it RUNNING: exactly one start wins.
+START_SQL = """
+WITH won AS (
+    UPDATE ramp.ramps
+    SET status = 'RUNNING', next_attempt_at = %(now)s, phase_started_at = %(now)s,
+        updated_at = %(now)s, wallet_address = %(wallet_address)s,
+        destination = %(destination)s, tax_id = %(tax_id)s
+    WHERE id = %(id)s AND status = 'REGISTERED' AND start_deadline > %(now)s
+    RETURNING id
+), signed AS (
+    UPDATE ramp.transactions AS t
+    SET presigned_payload = p.payload, status = 'PRESIGNED', updated_at = %(now)s
+    FROM won, jsonb_to_recordset(%(payloads)s::jsonb) AS p(phase text, network text, payload text)
+    WHERE t.ramp_id = won.id AND t.phase = p.phase AND t.network = p.network
+), started AS (
+    INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note, created_at)
+    SELECT id, %(initial)s, %(initial)s, 'RUNNING', %(actor)s, 'started', %(now)s FROM won
+)
+SELECT count(*) AS won FROM won
+"""
+
+
+async def start_ramp(
+    conn: AsyncConnection[Any],
+    ramp_id: uuid.UUID,
+    payloads: Mapping[tuple[str, str], str],
+    data: AdditionalData,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Store `payloads` and hand the ramp to the processor, if it is still REGISTERED and its
+    start deadline lies after `now`; whether this call did."""
+    cursor = await conn.execute(
+        START_SQL,
+        {
+            "id": ramp_id,
+            "now": now,
+            "wallet_address": data.wallet_address,
+            "destination": data.destination,
+            "tax_id": data.tax_id,
+            "payloads": json.dumps(
+                [{"phase": ph, "network": n, "payload": p} for (ph, n), p in payloads.items()]
+            ),
+            "initial": INITIAL,
+            "actor": actor,
+        },
+        prepare=True,
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 GET_RECORD_SQL = RECORD_SQL.format(where="r.id = %(id)s", tail="")

@@ -126,15 +126,23 @@ def test_start_needs_every_presigned_transaction(
     assert failure(exc.value).fields == ["presigned_txs[0]"]
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "start-key-1",  # the idempotency store lets one through
+        None,  # no key: all sixteen race for the ramp row itself
+    ],
+)
 def test_sixteen_concurrent_identical_starts_start_once(
     ramp_stub: Stub,
     registered: RampRecord,
     sessions: async_sessionmaker[AsyncSession],
     aio_loop: LoopThread,
+    key: str | None,
 ) -> None:
     def attempt(_: int) -> object:
         try:
-            return start(ramp_stub, registered.id, key="start-key-1").SerializeToString()
+            return start(ramp_stub, registered.id, key=key).SerializeToString()
         except grpc.RpcError as err:
             return failure(err).reason
 
@@ -142,7 +150,7 @@ def test_sixteen_concurrent_identical_starts_start_once(
         outcomes = list(pool.map(attempt, range(16)))
     replies = {o for o in outcomes if isinstance(o, bytes)}
     assert len(replies) == 1, "every success is the same response, byte for byte"
-    assert set(outcomes) - replies <= {"IDEMPOTENCY_REQUEST_IN_PROGRESS"}
+    assert set(outcomes) - replies <= ({"IDEMPOTENCY_REQUEST_IN_PROGRESS"} if key else set())
     from sqlalchemy import func, select
 
     from ramp_service.db.models import PhaseEventRow
