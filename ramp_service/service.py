@@ -14,10 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ramp_service.db.repository import RampRepository, fetch_record, start_ramp
+from ramp_service.db.repository import (
+    RampRepository,
+    fetch_record,
+    insert_ramp,
+    register_conflicts,
+    start_ramp,
+)
 from ramp_service.domain.errors import (
     EphemeralNotFresh,
     InvalidRampRequest,
@@ -102,11 +108,10 @@ class RampService:
         self._check_addresses(command)
         check_additional_data(quote, command.additional_data)
         ramp_id = ramp_id_for_quote(quote.id)
-        async with self._sessions.begin() as session:
-            repo = RampRepository(session)
-            if await repo.id_for_quote(quote.id) is not None:
-                return await self._existing_registration(ramp_id, command)
-            in_use = await repo.accounts_in_use(list(accounts.values()))
+        async with self._direct.connection() as conn:
+            holder, in_use = await register_conflicts(conn, quote.id, list(accounts.values()))
+        if holder is not None:
+            return await self._existing_registration(ramp_id, command)
         if quote.status in ("EXPIRED", "CONSUMED"):
             # Fail before touching chains or partners; consume_quote re-checks atomically.
             raise QuoteUnusable(
@@ -141,11 +146,11 @@ class RampService:
             request_hash=command.fingerprint(),
         )
         try:
-            async with self._sessions.begin() as session:
-                await RampRepository(session).add(record, USER)
-        except IntegrityError as exc:
+            async with self._direct.connection() as conn:
+                await insert_ramp(conn.cursor(), record, USER)
+        except psycopg.errors.UniqueViolation as exc:
             # A concurrent register won the quote or an ephemeral; answer as if it came first.
-            if "uq_signing_accounts_address" in str(exc.orig):
+            if exc.diag.constraint_name == "uq_signing_accounts_address":
                 raise EphemeralNotFresh(
                     "signing_accounts", "", "already used by another ramp"
                 ) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ramp_service.db.models import (
@@ -19,7 +19,6 @@ from ramp_service.db.models import (
     RampErrorRow,
     RampRow,
     RampTransactionRow,
-    SigningAccountRow,
 )
 from ramp_service.domain.flows import INITIAL, Network
 from ramp_service.domain.ramp import (
@@ -48,62 +47,9 @@ class RampRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(
-        self,
-        record: RampRecord,
-        actor: str,
-    ) -> None:
+    async def add(self, record: RampRecord, actor: str) -> None:
         """Insert a new ramp with its accounts, issued transactions and first phase event."""
-        q = record.quote
-        self._session.add(
-            RampRow(
-                id=record.id,
-                ramp_type=q.ramp_type,
-                corridor=q.corridor,
-                flow_version=record.flow_version,
-                quote_id=q.id,
-                input_amount=q.input_amount,
-                input_currency=q.input_currency,
-                output_amount=q.output_amount,
-                output_currency=q.output_currency,
-                fee_total=q.fee_total,
-                wallet_address=record.additional_data.wallet_address,
-                destination=record.additional_data.destination,
-                tax_id=record.additional_data.tax_id,
-                status=record.status.value,
-                current_phase=record.current_phase,
-                partner_data=record.partner_data,
-                request_hash=record.request_hash,
-                start_deadline=record.start_deadline,
-                generation=0,
-                attempts=0,
-                created_at=record.created_at,
-                updated_at=record.updated_at,
-            )
-        )
-        await self._session.flush()
-        self._session.add_all(
-            SigningAccountRow(ramp_id=record.id, network=a.network.value, address=a.address)
-            for a in record.accounts
-        )
-        self._session.add_all(
-            RampTransactionRow(
-                ramp_id=record.id,
-                phase=t.issued.phase,
-                network=t.issued.network.value,
-                signer=t.issued.signer,
-                nonce=t.issued.nonce,
-                unsigned_payload=t.issued.tx_data,
-                meta=t.issued.meta,
-                presigned_payload=t.presigned_payload,
-                status=t.status,
-                updated_at=record.created_at,
-            )
-            for t in record.txs
-        )
-        await self.append_event(
-            record.id, None, INITIAL, record.status.value, actor, record.created_at
-        )
+        await insert_ramp(await driver_cursor(self._session), record, actor)
 
     async def append_event(
         self,
@@ -128,20 +74,6 @@ class RampRepository:
             )
         )
         await self._session.flush()
-
-    async def id_for_quote(self, quote_id: uuid.UUID) -> uuid.UUID | None:
-        """The ramp that holds `quote_id`, if any."""
-        return await self._session.scalar(select(RampRow.id).where(RampRow.quote_id == quote_id))
-
-    async def accounts_in_use(self, accounts: list[SigningAccount]) -> set[tuple[str, str]]:
-        """(network, address) pairs among `accounts` that some ramp already uses."""
-        pairs = [(a.network.value, a.address) for a in accounts]
-        rows = await self._session.execute(
-            select(SigningAccountRow.network, SigningAccountRow.address).where(
-                tuple_(SigningAccountRow.network, SigningAccountRow.address).in_(pairs)
-            )
-        )
-        return {(n, a) for n, a in rows}
 
     async def lock(self, ramp_id: uuid.UUID) -> RampRow | None:
         """The ramp row, locked for the rest of the transaction."""
@@ -217,6 +149,123 @@ SELECT r.*,
      FROM ramp.errors x WHERE x.ramp_id = r.id ORDER BY x.id DESC LIMIT 1) AS last_error_json
 FROM ramp.ramps r WHERE {where} {tail}
 """
+
+
+# RegisterRamp's write, one statement: the ramp, its signing accounts, its issued transactions
+# and its first phase event. A quote (unique quote_id) or an ephemeral address
+# (uq_signing_accounts_address) another ramp took fails the whole statement with a unique
+# violation naming the constraint.
+INSERT_RAMP_SQL = """
+WITH ramp AS (
+    INSERT INTO ramp.ramps (
+        id, ramp_type, corridor, flow_version, quote_id, input_amount, input_currency,
+        output_amount, output_currency, fee_total, wallet_address, destination, tax_id, status,
+        current_phase, partner_data, request_hash, start_deadline, generation, attempts,
+        created_at, updated_at)
+    VALUES (
+        %(id)s, %(ramp_type)s, %(corridor)s, %(flow_version)s, %(quote_id)s, %(input_amount)s,
+        %(input_currency)s, %(output_amount)s, %(output_currency)s, %(fee_total)s,
+        %(wallet_address)s, %(destination)s, %(tax_id)s, %(status)s, %(phase)s,
+        %(partner_data)s::jsonb, %(request_hash)s, %(start_deadline)s, 0, 0, %(created_at)s,
+        %(updated_at)s)
+    RETURNING id
+), accounts AS (
+    INSERT INTO ramp.signing_accounts (ramp_id, network, address)
+    SELECT ramp.id, a.network, a.address
+    FROM ramp, jsonb_to_recordset(%(accounts)s::jsonb) AS a(network text, address text)
+), txs AS (
+    INSERT INTO ramp.transactions (
+        ramp_id, phase, network, signer, nonce, unsigned_payload, meta, presigned_payload,
+        status, updated_at)
+    SELECT ramp.id, t.phase, t.network, t.signer, t.nonce, t.unsigned, t.meta, t.presigned,
+           t.status, %(created_at)s
+    FROM ramp, jsonb_to_recordset(%(txs)s::jsonb) AS t(
+        phase text, network text, signer text, nonce bigint, unsigned text, meta jsonb,
+        presigned text, status text)
+)
+INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note, created_at)
+SELECT ramp.id, NULL, %(phase)s, %(status)s, %(actor)s, '', %(created_at)s FROM ramp
+"""
+
+
+async def insert_ramp(cursor: AsyncCursor[Any], record: RampRecord, actor: str) -> None:
+    """Store a new ramp (RegisterRamp's write): one prepared statement in `cursor`'s
+    transaction, or its own on an autocommit connection."""
+    q = record.quote
+    await cursor.execute(
+        INSERT_RAMP_SQL,
+        {
+            "id": record.id,
+            "ramp_type": q.ramp_type,
+            "corridor": q.corridor,
+            "flow_version": record.flow_version,
+            "quote_id": q.id,
+            "input_amount": q.input_amount,
+            "input_currency": q.input_currency,
+            "output_amount": q.output_amount,
+            "output_currency": q.output_currency,
+            "fee_total": q.fee_total,
+            "wallet_address": record.additional_data.wallet_address,
+            "destination": record.additional_data.destination,
+            "tax_id": record.additional_data.tax_id,
+            "status": record.status.value,
+            "phase": record.current_phase,
+            "partner_data": json.dumps(record.partner_data),
+            "request_hash": record.request_hash,
+            "start_deadline": record.start_deadline,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "actor": actor,
+            "accounts": json.dumps(
+                [{"network": a.network.value, "address": a.address} for a in record.accounts]
+            ),
+            "txs": json.dumps(
+                [
+                    {
+                        "phase": t.issued.phase,
+                        "network": t.issued.network.value,
+                        "signer": t.issued.signer,
+                        "nonce": t.issued.nonce,
+                        "unsigned": t.issued.tx_data,
+                        "meta": t.issued.meta,
+                        "presigned": t.presigned_payload,
+                        "status": t.status,
+                    }
+                    for t in record.txs
+                ]
+            ),
+        },
+        prepare=True,
+    )
+
+
+# Before RegisterRamp touches chains or partners: the ramp that already holds the quote, and
+# which of the new ephemeral addresses some ramp already uses. One prepared statement.
+REGISTER_CONFLICTS_SQL = """
+SELECT (SELECT id FROM ramp.ramps WHERE quote_id = %(quote_id)s) AS holder,
+       ARRAY(SELECT ARRAY[a.network, a.address]::text[] FROM ramp.signing_accounts AS a
+             JOIN unnest(%(networks)s::text[], %(addresses)s::text[]) AS n(network, address)
+               ON a.network = n.network AND a.address = n.address) AS in_use
+"""
+
+
+async def register_conflicts(
+    conn: AsyncConnection[Any], quote_id: uuid.UUID, accounts: Sequence[SigningAccount]
+) -> tuple[uuid.UUID | None, set[tuple[str, str]]]:
+    """The ramp holding `quote_id`, if any, and the (network, address) pairs among `accounts`
+    that some ramp already uses."""
+    cursor = await conn.execute(
+        REGISTER_CONFLICTS_SQL,
+        {
+            "quote_id": quote_id,
+            "networks": [a.network.value for a in accounts],
+            "addresses": [a.address for a in accounts],
+        },
+        prepare=True,
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # a select without FROM returns one row
+    return row[0], {(network, address) for network, address in row[1]}
 
 
 # StartRamp's write, one statement (atomic on an autocommit connection): the ramp moves from

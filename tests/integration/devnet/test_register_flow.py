@@ -310,3 +310,29 @@ def test_start_refuses_tampered_and_malformed_transactions(stack: Stack, node: N
         ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=good), timeout=30
     )
     assert started.status == ramp_pb2.Ramp.RUNNING
+
+
+def test_racing_registers_with_one_ephemeral_pair_make_exactly_one_ramp(stack: Stack) -> None:
+    """Different quotes, the same ephemerals: all pass the early in-use check together, and the
+    unique address constraint lets one ramp through; the others are told the accounts are used."""
+    stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
+    bodies = [
+        sell_register_request(
+            stack.quotes.CreateQuote(sell_request("100"), timeout=5).id,
+            stellar.public_key,
+            pendulum.ss58_address,
+        )
+        for _ in range(6)
+    ]
+    barrier = threading.Barrier(len(bodies))
+
+    def register(body: ramp_pb2.RegisterRampRequest) -> str:
+        barrier.wait()
+        try:
+            return ramp_pb2.Ramp.Status.Name(stack.ramps.RegisterRamp(body, timeout=60).status)
+        except grpc.RpcError as exc:
+            return failure(exc).reason
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        results = sorted(pool.map(register, bodies))
+    assert results == ["EPHEMERAL_NOT_FRESH"] * 5 + ["REGISTERED"], results
