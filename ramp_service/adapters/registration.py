@@ -191,8 +191,9 @@ class ChainRegistration:
         await asyncio.to_thread(self._pendulum.warm_up, WARM_CLIENTS)
 
     async def close(self) -> None:
-        """Close the Pendulum clients and the partners' pooled connections."""
+        """Close the Pendulum clients and the Horizon and partners' pooled connections."""
         await asyncio.to_thread(self._pendulum.close)
+        await self._stellar.close()
         await self._anchor.close()
         await self._pix.close()
 

@@ -93,6 +93,7 @@ def test_ephemeral_lifecycle_with_presigned_transactions(
     ] == Decimal("25.5")
     assert aio_loop.run(chain.submit(merge)).successful
     assert aio_loop.run(chain.account(ephemeral.public_key)) is None
+    aio_loop.run(chain.close())
 
 
 def test_errors_are_classified(horizon: Horizon, aio_loop: LoopThread) -> None:
@@ -121,3 +122,5 @@ def test_errors_are_classified(horizon: Horizon, aio_loop: LoopThread) -> None:
     with pytest.raises(RecoverableError) as exc2:
         aio_loop.run(unreachable.find("00" * 32))
     assert exc2.value.recoverable
+    aio_loop.run(chain.close())
+    aio_loop.run(unreachable.close())
