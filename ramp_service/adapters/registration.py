@@ -78,9 +78,10 @@ class ChainRegistration:
             if account.network is Network.STELLAR:
                 state = await self._stellar.account(account.address)
                 return "the account already exists on Stellar" if state is not None else None
-            if await self._pendulum.nonce(account.address) != 0:
+            nonce, pen = await self._pendulum.freshness(account.address)
+            if nonce != 0:
                 return "the account has already sent transactions on Pendulum"
-            if await self._pendulum.balance(account.address, "PEN") != 0:
+            if pen != 0:
                 return "the account already holds PEN"
             return None
         except ChainError as exc:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
+from substrateinterface.utils.hasher import blake2_128_concat, xxh128
 from substrateinterface.utils.ss58 import ss58_decode
 from websocket import WebSocketException
 
@@ -51,6 +52,7 @@ IDLE_RECONNECT_S = 10.0
 CONNECTION_ERRORS = (ConnectionError, OSError, WebSocketException)
 log = logging.getLogger("pendulum")
 SS58_FORMAT = 56
+SYSTEM_ACCOUNT_PREFIX = xxh128(b"System") + xxh128(b"Account")
 DECIMALS = {"PEN": 12, "USDC": 6, "EURC": 12, "ARST": 12, "BRLA": 18}
 NABLA_ROUTER = "0x6d6f646c6e61626c61" + "00" * 23
 
@@ -578,6 +580,25 @@ class PendulumChain:
         """The account's next nonce."""
         return await self._run(lambda c: int(c.get_account_nonce(address) or 0))
 
+    async def freshness(self, address: str) -> tuple[int, Decimal]:
+        """The account's next nonce (its extrinsics waiting in the pool counted) and its free
+        PEN, for register's freshness check: two RPCs on one client in one thread hop. The
+        balance is read as raw storage at the best block and decoded by byte layout
+        (`_free_units`): `query` would first fetch the chain head, its header and the runtime
+        version, three more round trips per call."""
+        key = account_storage_key(address)
+
+        def work(client: SubstrateInterface) -> tuple[int, Decimal]:
+            nonce = client.rpc_request("system_accountNextIndex", [address])
+            stored = client.rpc_request("state_getStorage", [key])
+            for answer in (nonce, stored):
+                if "error" in answer:
+                    raise SubstrateRequestException(answer["error"])
+            free = _free_units(stored["result"])
+            return int(nonce["result"]), Decimal(free).scaleb(-DECIMALS["PEN"])
+
+        return await self._run(work)
+
     async def balance(self, address: str, currency: str) -> Decimal:
         """Free balance in `currency` (PEN or a Tokens currency)."""
 
@@ -589,6 +610,22 @@ class PendulumChain:
             return Decimal(int(free)).scaleb(-DECIMALS[currency])
 
         return await self._run(work)
+
+
+def account_storage_key(address: str) -> str:
+    """The storage key of `address`'s System.Account entry (a Blake2_128Concat map)."""
+    who = bytes.fromhex(ss58_decode(address))
+    return "0x" + (SYSTEM_ACCOUNT_PREFIX + blake2_128_concat(who)).hex()
+
+
+def _free_units(stored: str | None) -> int:
+    """Free balance (planck) from a System.Account value: AccountInfo is nonce, consumers,
+    providers and sufficients (u32 each), then AccountData, whose first field is `free` (u128,
+    little-endian). No entry: nothing held."""
+    if stored is None:
+        return 0
+    raw = bytes.fromhex(stored.removeprefix("0x"))
+    return int.from_bytes(raw[16:32], "little")
 
 
 def _unreachable(exc: BaseException) -> RecoverableError:

@@ -53,6 +53,11 @@ def test_presigned_transfer_from_a_detached_signature(
     assert inclusion.success
     assert aio_loop.run(chain.balance(dest.ss58_address, "USDC")) == Decimal("25.5")
     assert aio_loop.run(chain.nonce(eph.ss58_address)) == 1
+    # Register's freshness read (raw storage, byte layout) agrees with the runtime's decoding.
+    pen = aio_loop.run(chain.balance(eph.ss58_address, "PEN"))
+    assert Decimal(0) < pen < Decimal(10)  # minted 10, paid a fee
+    assert aio_loop.run(chain.freshness(eph.ss58_address)) == (1, pen)
+    assert aio_loop.run(chain.freshness(dest.ss58_address)) == (0, Decimal(0))
     by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash))
     by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
     assert by_hash is not None and by_slot is not None

@@ -4,6 +4,7 @@ register → sign exactly as a browser would → start; and the rejections on th
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -336,3 +337,31 @@ def test_racing_registers_with_one_ephemeral_pair_make_exactly_one_ramp(stack: S
     with ThreadPoolExecutor(len(bodies)) as pool:
         results = sorted(pool.map(register, bodies))
     assert results == ["EPHEMERAL_NOT_FRESH"] * 5 + ["REGISTERED"], results
+
+
+@pytest.mark.parametrize(
+    ("mint", "why"),
+    [
+        ("PEN", "the account already holds PEN"),
+        ("USDC", None),  # tokens other than PEN do not make an ephemeral used
+    ],
+)
+def test_a_pendulum_ephemeral_holding_pen_is_not_fresh(
+    stack: Stack, node: Node, mint: str, why: str | None
+) -> None:
+    pendulum = ephemeral_pendulum()
+    node.rpc("dev_mint", pendulum.ss58_address, mint, "1")
+    who, deadline = bytes(pendulum.public_key), time.monotonic() + 5
+    while not (node.chain.native.get(who) or node.chain.tokens.get((who, mint))):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the mint was not applied"
+        time.sleep(0.05)
+    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
+    request = sell_register_request(
+        quote.id, StellarKeypair.random().public_key, pendulum.ss58_address
+    )
+    if why is None:
+        assert stack.ramps.RegisterRamp(request, timeout=30).status == ramp_pb2.Ramp.REGISTERED
+        return
+    with pytest.raises(grpc.RpcError) as exc:
+        stack.ramps.RegisterRamp(request, timeout=30)
+    assert failure(exc.value).reason == "EPHEMERAL_NOT_FRESH" and why in failure(exc.value).message
