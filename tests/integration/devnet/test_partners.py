@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from decimal import Decimal
 
 import httpx
@@ -156,13 +156,41 @@ def test_a_paid_pix_deposit_mints_brla_after_retries(
 
 def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread) -> None:
     client, _, url = pix
-    with pytest.raises(UnrecoverableError):
-        aio_loop.run(client.create_deposit(Decimal("10"), "111.111.111-11", "5Dest"))
-    with pytest.raises(UnrecoverableError):
-        aio_loop.run(client.deposit("nope"))
+
+    def reason(call: Awaitable[object]) -> str:
+        with pytest.raises((RecoverableError, UnrecoverableError)) as exc:
+            aio_loop.run(call)
+        return f"{exc.value.reason}:{exc.value.recoverable}"
+
+    assert (
+        reason(client.create_deposit(Decimal("10"), "111.111.111-11", "5Dest"))
+        == "PARTNER_REJECTED:False"
+    )
+    assert reason(client.deposit("nope")) == "PARTNER_REJECTED:False"
     httpx.post(f"{url}/dev/faults", json={"fail_next": 1, "fail_status": 503}, timeout=5)
-    with pytest.raises(RecoverableError):
-        aio_loop.run(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest"))
+    assert reason(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest")) == (
+        "PARTNER_UNAVAILABLE:True"
+    )
+    # A POST is not resent on a dropped response (aiohttp resends only idempotent methods).
+    httpx.post(f"{url}/dev/faults", json={"drop_next": 1}, timeout=5)
+    assert reason(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest")) == (
+        "PARTNER_UNREACHABLE:True"
+    )
+    slow = PixClient(url, timeout_s=0.2)
+    httpx.post(f"{url}/dev/faults", json={"delay_ms": 1000}, timeout=5)
+    assert reason(slow.deposit("nope")) == "PARTNER_TIMEOUT:True"
+    httpx.delete(f"{url}/dev/faults", timeout=5)
     unreachable = PixClient("http://127.0.0.1:1", timeout_s=1)
-    with pytest.raises(RecoverableError):
-        aio_loop.run(unreachable.deposit("x"))
+    assert reason(unreachable.deposit("x")) == "PARTNER_UNREACHABLE:True"
+
+    async def not_json(_: web.Request) -> web.Response:
+        return web.Response(text="<html>maintenance</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/v1/pix/deposits/{id}", not_json)
+    runner, port = aio_loop.run(serve(app))
+    confused = PixClient(f"http://127.0.0.1:{port}", timeout_s=2)
+    assert reason(confused.deposit("x")) == "PARTNER_BAD_RESPONSE:True"
+    for c in (client, slow, unreachable, confused):
+        aio_loop.run(c.close())
+    aio_loop.run(runner.cleanup())
