@@ -11,7 +11,7 @@ from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings
 from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.config import load_settings
-from service_kit.db import DirectPool, create_engine, session_factory
+from service_kit.db import DirectPool
 from service_kit.grpc_server import RunningServer, build_server, run_service
 
 SERVICE_NAME = quote_pb2.DESCRIPTOR.services_by_name["QuoteService"].full_name
@@ -30,10 +30,9 @@ def create_server(
     """Build the quote gRPC server (not started) and the service behind it."""
     deps = deps or QuoteDeps()
     pricing, pools = load_pricing(settings.pricing_file)
-    engine = create_engine(settings, "quote_service")
+    # Every statement is a single one on an autocommit connection: no ORM sessions here.
     direct = DirectPool(settings, "quote_service")
     service = QuoteService(
-        session_factory(engine),
         direct,
         pricing,
         pools,
@@ -50,7 +49,6 @@ def create_server(
         log_rpcs=settings.log_rpcs,
         reuse_port=settings.grpc_processes > 1,
     )
-    running.on_stop.append(engine.dispose)
     running.on_stop.append(direct.close)
     return running, service
 

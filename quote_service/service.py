@@ -6,9 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from quote_service.db.repository import QuoteRepository, fetch_ticket, insert_ticket
+from quote_service.db.repository import consume_if_pending, fetch_ticket, insert_ticket
 from quote_service.domain.errors import QuoteNotFound
 from quote_service.domain.pricing import PriceSource, PricingConfig, QuoteRequest, price_quote
 from quote_service.domain.quote import QuoteTicket, new_ticket, parse_quote_id, parse_ramp_id
@@ -28,15 +26,13 @@ class QuoteService:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
         direct: DirectPool,
         pricing: PricingConfig,
         price_source: PriceSource,
         ttl: timedelta,
         clock: Clock = utc_now,
     ) -> None:
-        self._sessions = sessions
-        # Single statements (create, get) need no transaction and no ORM: see DirectPool.
+        # Every use case is one or two single statements: no transaction, no ORM (DirectPool).
         self._direct = direct
         self._pricing = pricing
         self._price_source = price_source
@@ -65,12 +61,11 @@ class QuoteService:
         qid = parse_quote_id(quote_id, "quote_id")
         ramp = parse_ramp_id(ramp_id)
         now = self._clock()
-        async with self._sessions.begin() as session:
-            repo = QuoteRepository(session)
-            consumed = await repo.consume_if_pending(qid, ramp, now)
+        async with self._direct.connection() as conn:
+            consumed = await consume_if_pending(conn, qid, ramp, now)
             if consumed is not None:
                 return consumed
-            ticket = await repo.get(qid)
+            ticket = await fetch_ticket(conn, qid)  # why not: a statement of its own, later
         if ticket is None:
             raise QuoteNotFound(quote_id)
         if ticket.check_consumable_by(ramp, now):

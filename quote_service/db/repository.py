@@ -9,14 +9,11 @@ from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import namedtuple_row
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from quote_service.db.models import QuoteRow
 from quote_service.domain.corridors import DECIMALS
 from quote_service.domain.pricing import Fees, quantum
 from quote_service.domain.quote import QuoteStatus, QuoteTicket
-from service_kit.db import driver_cursor
 
 GET_TICKET_SQL = "SELECT {} FROM quote.quote_tickets WHERE id = %s".format(
     ", ".join(column.name for column in QuoteRow.__table__.columns)
@@ -105,30 +102,22 @@ async def _fetch_ticket(cursor: AsyncCursor[Any], quote_id: uuid.UUID) -> QuoteT
     return _to_ticket(row) if row else None
 
 
-class QuoteRepository:
-    """Reads and writes quote tickets inside the caller's transaction."""
+CONSUME_TICKET_SQL = """
+UPDATE quote.quote_tickets
+SET status = 'CONSUMED', consumed_by = %(ramp_id)s, consumed_at = %(now)s
+WHERE id = %(id)s AND status = 'PENDING' AND expires_at > %(now)s
+RETURNING {}
+""".format(", ".join(column.name for column in QuoteRow.__table__.columns))
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
 
-    async def get(self, quote_id: uuid.UUID) -> QuoteTicket | None:
-        """The ticket with this id, or None (inside the caller's transaction)."""
-        return await _fetch_ticket(await driver_cursor(self._session, namedtuple_row), quote_id)
-
-    async def consume_if_pending(
-        self, quote_id: uuid.UUID, ramp_id: str, now: datetime
-    ) -> QuoteTicket | None:
-        """Atomically mark a pending, unexpired ticket consumed; None when it was not."""
-        result = await self._session.execute(
-            update(QuoteRow)
-            .where(
-                QuoteRow.id == quote_id,
-                QuoteRow.status == QuoteStatus.PENDING.value,
-                QuoteRow.expires_at > now,
-            )
-            .values(status=QuoteStatus.CONSUMED.value, consumed_by=ramp_id, consumed_at=now)
-            .returning(QuoteRow)
-            .execution_options(synchronize_session=False)
-        )
-        row = result.scalar_one_or_none()
-        return _to_ticket(row) if row else None
+async def consume_if_pending(
+    conn: AsyncConnection[Any], quote_id: uuid.UUID, ramp_id: str, now: datetime
+) -> QuoteTicket | None:
+    """Atomically mark a pending, unexpired ticket consumed by `ramp_id`; None when it was not.
+    One prepared statement: a concurrent consume waits for the row and then finds it taken."""
+    cursor = conn.cursor(row_factory=namedtuple_row)
+    await cursor.execute(
+        CONSUME_TICKET_SQL, {"id": quote_id, "ramp_id": ramp_id, "now": now}, prepare=True
+    )
+    row = await cursor.fetchone()
+    return _to_ticket(row) if row else None
