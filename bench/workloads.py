@@ -19,7 +19,7 @@ import grpc
 import psycopg
 
 from bench import echo_server, h2
-from bench.loadgen import Result, closed_loop, measure, open_loop
+from bench.loadgen import Result, closed_loop, open_loop
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from quote_service.main import SERVICE_NAME as QUOTE_SERVICE
@@ -210,7 +210,10 @@ async def register_start(
         ]
         quotes = quote_pb2_grpc.QuoteServiceStub(quote_channel)
         ramps = _RoundRobin([ramp_pb2_grpc.RampServiceStub(c) for c in ramp_channels])
-        pool_size = 600 + int(120 * seconds)
+        # Enough registers for the warm-up, the peak and the half-rate run at up to ~350/s;
+        # each run stops at its budget rather than run out (an exhausted pool would count
+        # every further call as an error, fast).
+        pool_size = 400 + int(550 * seconds)
         quote_ids: list[str] = []
         while len(quote_ids) < pool_size:
             batch = await asyncio.gather(*(quotes.CreateQuote(SELL, timeout=10) for _ in range(32)))
@@ -238,7 +241,12 @@ async def register_start(
                 )
                 raise
 
-        reg_peak, reg_half = await measure(register, seconds, concurrency=16)
+        await closed_loop(register, 16, min(1.0, seconds / 4), budget=200)  # warm-up
+        left = pool_size - len(registered) - len(failures)
+        reg_peak = await closed_loop(register, 16, seconds, budget=left * 3 // 5)
+        rate = max(1.0, reg_peak.qps / 2)
+        left = pool_size - len(registered) - len(failures)
+        reg_half = await open_loop(register, rate, min(seconds, left / rate))
         if len(registered) < 2:
             raise RuntimeError(f"registers failed ({len(failures)}), first: {failures[:1]}")
         signed = [
