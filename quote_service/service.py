@@ -65,7 +65,7 @@ class QuoteService:
             consumed = await consume_if_pending(conn, qid, ramp, now)
             if consumed is not None:
                 return consumed
-            ticket = await fetch_ticket(conn, qid)  # why not: a statement of its own, later
+            ticket = await fetch_ticket(conn, qid)  # why not: the ticket as it is now
         if ticket is None:
             raise QuoteNotFound(quote_id)
         if ticket.check_consumable_by(ramp, now):

@@ -133,6 +133,8 @@ async def serve(settings: WorkerSettings) -> None:
     await processor.run_forever(stop)
     warm.cancel()
     await gauges
+    for pooled in (chains.stellar, chains.anchor, chains.pix):  # their HTTP connections
+        await pooled.close()
     await direct.close()
     await engine.dispose()
     log.info("worker stopped", extra={"owner": owner})
