@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from stellar_sdk import (
     Account,
@@ -24,6 +25,7 @@ from stellar_sdk import (
     TransactionBuilder,
     TransactionEnvelope,
 )
+from stellar_sdk.call_builder.call_builder_async import BaseCallBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 from stellar_sdk.exceptions import (
     BadRequestError,
@@ -206,13 +208,9 @@ class StellarChain:
 
     async def account(self, account_id: str) -> AccountState | None:
         """Sequence and balances, or None when the account does not exist."""
-        server = self._server()
-        try:
-            data = await server.accounts().account_id(account_id).call()
-        except NotFoundError:
+        data = await self._record(self._server().accounts().account_id(account_id))
+        if data is None:
             return None
-        except SdkError as exc:
-            raise _recoverable(exc) from exc
         balances = {
             (
                 "native"
@@ -225,14 +223,21 @@ class StellarChain:
 
     async def find(self, tx_hash: str) -> SubmitResult | None:
         """The transaction with this hash, if the network has it (applied or failed)."""
-        server = self._server()
+        record = await self._record(self._server().transactions().transaction(tx_hash))
+        if record is None:
+            return None
+        return SubmitResult(record["hash"], int(record["ledger"]), bool(record["successful"]))
+
+    @staticmethod
+    async def _record(request: BaseCallBuilder) -> dict[str, Any] | None:
+        """One Horizon record, or None when Horizon has none (404)."""
         try:
-            record = await server.transactions().transaction(tx_hash).call()
+            record: dict[str, Any] = await request.call()
         except NotFoundError:
             return None
         except SdkError as exc:
             raise _recoverable(exc) from exc
-        return SubmitResult(record["hash"], int(record["ledger"]), bool(record["successful"]))
+        return record
 
     async def submit(self, envelope_xdr: str) -> SubmitResult:
         """Submit a signed envelope; classify failures for the processor."""
