@@ -6,7 +6,6 @@ errors, 5xx and 429 are recoverable; other 4xx are not.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
+from ramp_service.chains.pooled import LoopPooled
 
 
 @dataclass(frozen=True)
@@ -71,21 +71,17 @@ class _PartnerHttp:
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
         self._base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session = LoopPooled(
+            lambda: aiohttp.ClientSession(timeout=timeout), aiohttp.ClientSession.close
+        )
 
     def _http(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session, self._loop = aiohttp.ClientSession(timeout=self._timeout), loop
-        return self._session
+        return self._session.get()
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
 
 class AnchorClient(_PartnerHttp):

@@ -12,7 +12,6 @@ sequence at register time, and any other funding transaction would invalidate it
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -37,6 +36,7 @@ from stellar_sdk.exceptions import (
 )
 
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
+from ramp_service.chains.pooled import LoopPooled
 from service_kit.errors import FieldViolation, InvalidInput
 
 # Sequence the ephemeral jumps to with its first presigned transaction (far above any
@@ -75,8 +75,9 @@ class StellarChain:
         self.horizon_url = horizon_url
         self.network_passphrase = network_passphrase
         self._timeout_s = timeout_s
-        self._horizon: ServerAsync | None = None
-        self._horizon_loop: asyncio.AbstractEventLoop | None = None
+        # One Horizon client (and its connections) per loop: a client per call opened a TCP
+        # connection per call, a third of register's freshness check's CPU (py-spy).
+        self._horizon = LoopPooled(self._new_server, ServerAsync.close)
 
     # --- building (no I/O) ---------------------------------------------------------------
 
@@ -188,23 +189,18 @@ class StellarChain:
 
     # --- network -------------------------------------------------------------------------
 
+    def _new_server(self) -> ServerAsync:
+        client = AiohttpClient(
+            request_timeout=self._timeout_s, post_timeout=self._timeout_s, backoff_factor=None
+        )
+        return ServerAsync(self.horizon_url, client=client)
+
     def _server(self) -> ServerAsync:
-        """The pooled Horizon client, made on first use in the running loop (its connections
-        belong to that loop). A client per call opened a TCP connection per call: a third of
-        the freshness check's CPU under register load (py-spy)."""
-        loop = asyncio.get_running_loop()
-        if self._horizon is None or self._horizon_loop is not loop:
-            client = AiohttpClient(
-                request_timeout=self._timeout_s, post_timeout=self._timeout_s, backoff_factor=None
-            )
-            self._horizon, self._horizon_loop = ServerAsync(self.horizon_url, client=client), loop
-        return self._horizon
+        return self._horizon.get()
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        if self._horizon is not None:
-            await self._horizon.close()
-            self._horizon = None
+        await self._horizon.close()
 
     async def account(self, account_id: str) -> AccountState | None:
         """Sequence and balances, or None when the account does not exist."""
