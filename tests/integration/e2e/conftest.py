@@ -106,9 +106,19 @@ class System:
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=10)
 
-    def worker_logs(self) -> str:
-        """Every worker's output (for failure messages)."""
-        return "\n".join(p.read_text()[-3000:] for p in sorted(self.workdir.glob("worker-*.log")))
+    def worker_logs(self, tail: int = 3000) -> str:
+        """Every worker's output, the last `tail` characters of each (for failure messages)."""
+        logs = sorted(self.workdir.glob("worker-*.log"))
+        return "\n".join(p.read_text()[-tail:] for p in logs)
+
+    def wait_worker_log(self, text: str, timeout_s: float = 90) -> str:
+        """The workers' whole output once it contains `text` (it is written beside the
+        processing, so it may come after the ramps); AssertionError with the tail if not."""
+        deadline = time.monotonic() + timeout_s
+        while text not in (logs := self.worker_logs(tail=10**9)):
+            assert time.monotonic() < deadline, (text, self.worker_logs())
+            time.sleep(0.2)
+        return logs
 
 
 def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -39,8 +39,8 @@ def test_sell_and_buy_complete_with_the_quoted_amounts(system: System) -> None:
     assert history[: len(order)] == order
     assert set(history[len(order) :]) <= {"stellarCleanup", "pendulumCleanup"}
     # The worker loaded the Pendulum runtime beside the processing, then froze its heap.
-    logs = system.worker_logs()
-    assert '"msg": "start-up heap frozen"' in logs and "warm-up failed" not in logs, logs
+    logs = system.wait_worker_log('"msg": "start-up heap frozen"')
+    assert "warm-up failed" not in logs, system.worker_logs()
 
     # SELL: the anchor was paid exactly the quoted output, once, with its memo.
     output = Decimal(sell.quote["outputAmount"])
