@@ -36,6 +36,12 @@ class GatewaySettings(BaseSettings):
         100, ge=1, description="Sustained requests per second per client."
     )
     route_timeout_s: float = Field(15.0, gt=0, description="Upstream timeout of each route.")
+    upstream_streams_per_connection: int = Field(
+        8,
+        ge=1,
+        description="Streams one upstream HTTP/2 connection carries before Envoy opens another:"
+        " a service's SO_REUSEPORT processes each get connections only if there are several.",
+    )
     health_interval_s: float = Field(2.0, gt=0, description="Active gRPC health check interval.")
     reason_status: str = Field(
         "IDEMPOTENCY_KEY_REUSED=422,IDEMPOTENCY_REQUEST_IN_PROGRESS=409,QUOTE_CONSUMED=409,"

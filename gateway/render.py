@@ -115,7 +115,14 @@ def _cluster(name: str, address: str, settings: GatewaySettings) -> dict[str, An
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                explicit_http_config={"http2_protocol_options": {}},
+                # A service runs one process per core on one SO_REUSEPORT port, and the kernel
+                # gives each process whole connections: with Envoy's default of one connection
+                # per worker thread, a busy gateway could feed a single process of the service.
+                explicit_http_config={
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": settings.upstream_streams_per_connection
+                    }
+                },
             )
         },
         "load_assignment": {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,58 @@ def test_random_ids_never_break_the_contract(gateway: Gateway) -> None:
             assert isinstance(response.json()["code"], int)
 
         run()
+
+
+class SlowPeers(quote_pb2_grpc.QuoteServiceServicer):
+    """A stand-in upstream whose GetQuote takes a while and notes the connection it came on."""
+
+    def __init__(self) -> None:
+        self.peers: set[str] = set()
+
+    async def GetQuote(
+        self, request: quote_pb2.GetQuoteRequest, context: grpc.aio.ServicerContext
+    ) -> quote_pb2.Quote:
+        self.peers.add(context.peer())
+        await asyncio.sleep(0.3)
+        return quote_pb2.Quote(id=request.id)
+
+
+def test_concurrent_requests_spread_over_several_upstream_connections(
+    aio_loop: LoopThread, tmp_path: Path
+) -> None:
+    """A service's SO_REUSEPORT processes each get whole connections from the kernel, so the
+    gateway must not funnel a busy upstream into one connection per worker thread (Envoy's
+    default): 16 concurrent calls at 4 streams per connection need at least 4 connections."""
+    slow = SlowPeers()
+
+    async def build() -> RunningServer:
+        running = build_server(
+            "127.0.0.1",
+            0,
+            lambda s: quote_pb2_grpc.add_QuoteServiceServicer_to_server(slow, s),
+            ["pendulumpay.quote.v1.QuoteService"],
+            log_rpcs=False,
+        )
+        await running.start()
+        return running
+
+    upstream = aio_loop.run(build())
+    gateway = start_gateway(
+        tmp_path,
+        True,
+        quote_upstream=f"127.0.0.1:{upstream.port}",
+        ramp_upstream="",
+        upstream_streams_per_connection=4,
+    )
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as client:
+
+            def get(i: int) -> int:
+                return client.get(f"/v1/ramp/quotes/q{i}").status_code
+
+            with ThreadPoolExecutor(16) as pool:
+                assert list(pool.map(get, range(16))) == [200] * 16
+    finally:
+        gateway.stop()
+        aio_loop.run(upstream.stop(0))
+    assert len(slow.peers) >= 4, slow.peers
