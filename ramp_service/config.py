@@ -11,7 +11,11 @@ class RampSettings(ServiceSettings):
     """Ramp service settings on top of the shared service settings."""
 
     grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    quote_service_target: str = Field("127.0.0.1:50051", description="Quote service gRPC address.")
+    quote_service_target: str = Field(
+        "127.0.0.1:50051",
+        description="Quote service gRPC target (host:port or dns:///name:port; calls are"
+        " balanced round robin over every address it resolves to).",
+    )
     quote_timeout_s: float = Field(2.0, gt=0, le=30, description="Deadline of each quote call.")
     start_window_s: int = Field(900, ge=30, le=86400, description="Register → start deadline.")
     idempotency_ttl_s: int = Field(86400, ge=60, description="How long responses are replayed.")

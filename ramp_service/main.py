@@ -8,7 +8,7 @@ from datetime import timedelta
 import grpc
 
 from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
-from ramp_service.adapters.quote_client import GrpcQuoteClient
+from ramp_service.adapters.quote_client import GrpcQuoteClient, quote_channel
 from ramp_service.admin import RampAdmin
 from ramp_service.api.admin_servicer import BearerTokenInterceptor, RampAdminServicer
 from ramp_service.api.servicer import RampServicer
@@ -44,7 +44,7 @@ def create_server(
     engine = create_engine(settings, "ramp_service")
     sessions = session_factory(engine)
     direct = DirectPool(settings, "ramp_service")
-    channel = grpc.aio.insecure_channel(settings.quote_service_target)
+    channel = quote_channel(settings.quote_service_target)
     service = RampService(
         sessions,
         direct,

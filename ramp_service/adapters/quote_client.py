@@ -7,6 +7,7 @@ UNAVAILABLE or DEADLINE_EXCEEDED; every other failure is mapped to a domain erro
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -49,6 +50,19 @@ def _snapshot(quote: quote_pb2.Quote) -> QuoteSnapshot:
         status=quote_pb2.Quote.Status.Name(quote.status),
         expires_at=quote.expires_at.ToDatetime(tzinfo=UTC),
     )
+
+
+# Every address the target resolves to gets its own connection and calls take turns over
+# them: with grpc's default (pick_first) one ramp process would send all its quote calls to one
+# quote pod, whatever the quote service scaled to. In Kubernetes the target is the headless
+# Service, `dns:///quote-service:50051`, which resolves to every ready pod.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def quote_channel(target: str) -> grpc.aio.Channel:
+    """The shared channel to the quote service at `target` (any gRPC name: host:port,
+    dns:///name:port, ipv4:a:p,b:p), balancing calls over every address it resolves to."""
+    return grpc.aio.insecure_channel(target, options=[("grpc.service_config", SERVICE_CONFIG)])
 
 
 class GrpcQuoteClient:

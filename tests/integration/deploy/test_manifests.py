@@ -107,6 +107,21 @@ def test_probes_use_grpc_health_and_secrets_are_referenced(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_resolve_to_every_pod(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """gRPC keeps long-lived HTTP/2 connections, so a virtual IP would pin each caller to one
+    pod: the services are headless, and the ramp service resolves the quote service's pods."""
+    docs = rendered[overlay]
+    services = by_kind(docs, "Service")
+    assert services["quote-service"]["spec"]["clusterIP"] == "None"
+    assert services["ramp-service"]["spec"]["clusterIP"] == "None"
+    config = by_kind(docs, "ConfigMap")
+    (settings,) = [c for name, c in config.items() if name.startswith("pendulumpay-config")]
+    assert settings["data"]["QUOTE_SERVICE_TARGET"] == "dns:///quote-service:50051"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_cronjob_policy_and_availability(
     overlay: str, rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
