@@ -223,20 +223,34 @@ class Adapters:
     pendulum_funding: SubstrateKeypair | None
 
 
+def funding_keys(settings: RampSettings) -> tuple[StellarKeypair | None, SubstrateKeypair | None]:
+    """The funding accounts' keys, if set. Surrounding whitespace (a Secret made from a file
+    keeps its newline) is dropped; an unusable value fails without the value: the SDKs' own
+    errors quote the secret, and a traceback would print it."""
+    stellar_secret = settings.stellar_funding_secret.get_secret_value().strip()
+    pendulum_seed = settings.pendulum_funding_seed.get_secret_value().strip()
+    stellar = pendulum = None
+    try:
+        stellar = StellarKeypair.from_secret(stellar_secret) if stellar_secret else None
+    except Exception:
+        raise ValueError("STELLAR_FUNDING_SECRET is not a Stellar secret seed (S...)") from None
+    try:
+        if pendulum_seed:
+            pendulum = SubstrateKeypair.create_from_uri(pendulum_seed, ss58_format=SS58_FORMAT)
+    except Exception:
+        raise ValueError("PENDULUM_FUNDING_SEED is not a seed, mnemonic or URI") from None
+    return stellar, pendulum
+
+
 def build_adapters(settings: RampSettings) -> Adapters:
     """The adapters for `settings`' networks and partners, and the funding keys if set."""
     timeout = settings.chain_timeout_s
-    stellar_secret = settings.stellar_funding_secret.get_secret_value()
-    pendulum_seed = settings.pendulum_funding_seed.get_secret_value()
     return Adapters(
         StellarChain(settings.horizon_url, settings.stellar_network_passphrase, timeout),
         PendulumChain(settings.substrate_url, timeout),
         AnchorClient(settings.anchor_url, timeout),
         PixClient(settings.pix_url, timeout),
-        StellarKeypair.from_secret(stellar_secret) if stellar_secret else None,
-        SubstrateKeypair.create_from_uri(pendulum_seed, ss58_format=SS58_FORMAT)
-        if pendulum_seed
-        else None,
+        *funding_keys(settings),
     )
 
 
