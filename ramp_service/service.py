@@ -112,11 +112,13 @@ class RampService:
             holder, in_use = await register_conflicts(conn, quote.id, list(accounts.values()))
         if holder is not None:
             return await self._existing_registration(ramp_id, command)
-        if quote.status in ("EXPIRED", "CONSUMED"):
+        if quote.status == "EXPIRED":
             # Fail before touching chains or partners; consume_quote re-checks atomically.
-            raise QuoteUnusable(
-                f"QUOTE_{quote.status}", f"quote {quote.id} is {quote.status.lower()}"
-            )
+            raise QuoteUnusable("QUOTE_EXPIRED", f"quote {quote.id} is expired")
+        # CONSUMED with no ramp holding it: an earlier attempt consumed it for this very ramp
+        # id (derived from the quote) and stopped before storing the ramp (a partner timed
+        # out, the process died). consume_quote answers that ramp id again, so the retry
+        # finishes the registration; a quote consumed for another ramp is refused there.
         for network, address in sorted(in_use):
             raise EphemeralNotFresh(network, address, "already used by another ramp")
         for account in accounts.values():

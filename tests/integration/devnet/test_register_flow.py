@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import grpc
+import httpx
 import pytest
 from scalecodec.base import ScaleBytes
 from stellar_sdk import Keypair as StellarKeypair
@@ -39,6 +40,7 @@ class Stack:
     quotes: quote_pb2_grpc.QuoteServiceStub
     ramps: ramp_pb2_grpc.RampServiceStub
     passphrase: str
+    anchor_url: str
 
 
 @pytest.fixture
@@ -76,6 +78,7 @@ def stack(
             quote_pb2_grpc.QuoteServiceStub(qc),
             ramp_pb2_grpc.RampServiceStub(rc),
             horizon.config.network_passphrase,
+            f"http://127.0.0.1:{anchor_port}",
         )
     aio_loop.run(ramp.stop(0))
     aio_loop.run(pix_runner.cleanup())
@@ -189,6 +192,34 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     )
     assert started.status == ramp_pb2.Ramp.RUNNING
     assert Decimal(started.quote.output_amount) > 0
+
+
+def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stack) -> None:
+    """The anchor refuses once, after the quote was consumed for the ramp: no ramp is stored,
+    and the client's retry with the same body completes the registration (the quote is not
+    left consumed by no ramp)."""
+    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
+    stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
+    request = sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address)
+    httpx.post(
+        f"{stack.anchor_url}/dev/faults",
+        json={"fail_next": 1, "fail_status": 400, "paths": ["/sep24/transactions/withdraw"]},
+        timeout=5,
+    ).raise_for_status()
+    with pytest.raises(grpc.RpcError) as refused:
+        stack.ramps.RegisterRamp(request, timeout=30)
+    assert failure(refused.value).reason == "CHAIN_UNAVAILABLE"  # how register names it
+    consumed = stack.quotes.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
+    assert consumed.status == quote_pb2.Quote.CONSUMED
+    ramp = stack.ramps.RegisterRamp(request, timeout=30)
+    assert ramp.status == ramp_pb2.Ramp.REGISTERED and ramp.quote_id == quote.id
+    # Another body for the same quote is still refused: the quote now has its ramp.
+    other = sell_register_request(
+        quote.id, StellarKeypair.random().public_key, ephemeral_pendulum().ss58_address
+    )
+    with pytest.raises(grpc.RpcError) as taken:
+        stack.ramps.RegisterRamp(other, timeout=30)
+    assert failure(taken.value).reason == "QUOTE_CONSUMED"
 
 
 def test_racing_registers_on_one_quote_make_exactly_one_ramp(stack: Stack) -> None:
