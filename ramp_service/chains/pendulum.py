@@ -688,6 +688,6 @@ def extrinsic_hash(signed_hex: str) -> str:
 def _classified(exc: SubstrateRequestException) -> RecoverableError | UnrecoverableError:
     detail = exc.args[0] if exc.args else {}
     if isinstance(detail, dict) and detail.get("code") == 1010:
-        reason = str(detail.get("data", "")).upper().replace(" ", "_")[:60]
-        return UnrecoverableError(f"PENDULUM_INVALID_{reason}", str(detail))
+        reason = f"PENDULUM_INVALID_{str(detail.get('data', '')).upper().replace(' ', '_')}"
+        return UnrecoverableError(reason[:64], str(detail))  # reason codes fit ramp.errors
     return RecoverableError("PENDULUM_RPC_ERROR", str(detail)[:300])

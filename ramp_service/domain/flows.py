@@ -33,6 +33,9 @@ class PhaseSpec:
     presigned_on: Network | None = None
     # A phase that can time out (waiting for the user or a partner) may jump to `timedOut`.
     may_time_out: bool = False
+    # The user's money is on an ephemeral by now: an unrecoverable error here goes to
+    # MANUAL_REVIEW (where an operator can retry or settle it), never to the terminal `failed`.
+    holds_funds: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,11 @@ SELL_V1 = Flow(
         PhaseSpec(INITIAL),
         PhaseSpec("awaitUserDeposit", may_time_out=True),
         # Creates the Stellar ephemeral (funding account + ephemeral sign) and sends PEN for fees.
-        PhaseSpec("fundEphemeral", presigned_on=Network.STELLAR),
-        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM),
-        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM),
-        PhaseSpec("spacewalkRedeem", presigned_on=Network.PENDULUM),
-        PhaseSpec("stellarPayment", presigned_on=Network.STELLAR),
+        PhaseSpec("fundEphemeral", presigned_on=Network.STELLAR, holds_funds=True),
+        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM, holds_funds=True),
+        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM, holds_funds=True),
+        PhaseSpec("spacewalkRedeem", presigned_on=Network.PENDULUM, holds_funds=True),
+        PhaseSpec("stellarPayment", presigned_on=Network.STELLAR, holds_funds=True),
         PhaseSpec(COMPLETE),
     ),
     cleanup=(
@@ -114,10 +117,10 @@ BUY_V1 = Flow(
     phases=(
         PhaseSpec(INITIAL),
         PhaseSpec("brlaTeleport", may_time_out=True),
-        PhaseSpec("fundEphemeral"),
-        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM),
-        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM),
-        PhaseSpec("pendulumToAssethub", presigned_on=Network.PENDULUM),
+        PhaseSpec("fundEphemeral", holds_funds=True),
+        PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM, holds_funds=True),
+        PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM, holds_funds=True),
+        PhaseSpec("pendulumToAssethub", presigned_on=Network.PENDULUM, holds_funds=True),
         PhaseSpec(COMPLETE),
     ),
     cleanup=(PhaseSpec("pendulumCleanup", presigned_on=Network.PENDULUM),),

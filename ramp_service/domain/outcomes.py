@@ -20,6 +20,9 @@ class Wait:
 
     delay: timedelta
     reason: str = "NOT_YET"
+    # Some of the user's money has already arrived (a partial deposit, a PIX payment not yet
+    # minted): running out of time then needs a person (MANUAL_REVIEW), never a timeout.
+    holds_funds: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,18 @@ Answer = TypeVar("Answer")
 class Coalescer(Generic[Item, Answer]):
     """`await submit(item)` runs `batch([... every item submitted this turn ...])` once and
     returns this item's answer (the batch returns one answer per item, in order). A failing
-    batch raises its exception in every caller of that batch."""
+    batch raises its exception in every caller of that batch, unless `alone(exc)` says the
+    failure may be one item's own (bad data, not a lost connection): then each item is run as
+    a batch of its own, so one bad item fails only its own caller. The batch must be atomic
+    (a single statement) for that retry to be safe."""
 
-    def __init__(self, batch: Callable[[Sequence[Item]], Awaitable[Sequence[Answer]]]) -> None:
+    def __init__(
+        self,
+        batch: Callable[[Sequence[Item]], Awaitable[Sequence[Answer]]],
+        alone: Callable[[Exception], bool] = lambda exc: False,
+    ) -> None:
         self._batch = batch
+        self._alone = alone
         self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -47,8 +55,12 @@ class Coalescer(Generic[Item, Answer]):
             answers = await self._batch([item for item, _ in pending])
             if len(answers) != len(pending):
                 raise RuntimeError(f"batch answered {len(answers)} of {len(pending)} items")
-        except BaseException as exc:  # every caller learns why its write did not happen
-            for _, future in pending:
+        except BaseException as exc:
+            if len(pending) > 1 and isinstance(exc, Exception) and self._alone(exc):
+                for one in pending:  # find the item it was: each alone
+                    await self._run([one])
+                return
+            for _, future in pending:  # every caller learns why its write did not happen
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):

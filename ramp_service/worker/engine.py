@@ -114,12 +114,31 @@ class PhaseProcessor:
                 "database unavailable; ramp left for its next claim",
                 extra={"ramp_id": str(claim.ramp_id), "error": str(exc)[:200]},
             )
-        except Exception:
+        except Exception as exc:
             log.exception("processor bug", extra={"ramp_id": str(claim.ramp_id)})
+            await self._after_bug(claim, exc)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(Exception):
                 await self._queue.release(claim)
+
+    async def _after_bug(self, claim: Claim, exc: Exception) -> None:
+        """Record the error, count an attempt and back off under the phase's retry policy (to
+        MANUAL_REVIEW once it is exhausted), so a ramp that keeps hitting a bug is neither
+        claimed again at every poll nor left without a trace."""
+        phase = claim.active_phase
+        error = ErrorEntry(phase, "PROCESSOR_ERROR", f"{type(exc).__name__}: {exc}", True)
+        policy = self._config.policy(phase)
+        attempts = claim.attempts + 1
+        try:
+            why = policy.exhausted(attempts, claim.phase_started_at, self._queue.clock())
+            if why is not None and claim.status != "COMPLETE":
+                with contextlib.suppress(Exception):  # the move may be what fails: back off
+                    await self._manual_review(claim, phase, f"PROCESSOR_ERROR: {why}", error)
+                    return
+            await self._queue.reschedule(claim, policy.backoff(attempts), error)
+        except Exception:
+            log.exception("processor error not recorded", extra={"ramp_id": str(claim.ramp_id)})
 
     async def _heartbeat(self, claim: Claim, steps: asyncio.Future[None]) -> None:
         interval = self._queue.lease_for.total_seconds() / 3
@@ -130,6 +149,11 @@ class PhaseProcessor:
             except LeaseLost:
                 steps.cancel()  # stop before the run's next write
                 return
+            except DATABASE_DOWN as exc:  # keep beating: the lease has two more intervals
+                log.warning(
+                    "lease heartbeat failed; trying again",
+                    extra={"ramp_id": str(claim.ramp_id), "error": str(exc)[:200]},
+                )
 
     async def _steps(self, claim: Claim) -> None:
         flow = FLOWS[claim.flow_version]
@@ -214,7 +238,7 @@ class PhaseProcessor:
             return True
         if isinstance(outcome, Wait):
             if (why := policy.exhausted(0, claim.phase_started_at, now)) is not None:
-                if flow.spec(phase).may_time_out:
+                if flow.spec(phase).may_time_out and not outcome.holds_funds:
                     return await self._apply(claim, flow, phase, TimeOut(why))
                 await self._manual_review(claim, phase, f"{outcome.reason}: {why}")
                 return False
@@ -239,6 +263,14 @@ class PhaseProcessor:
             )
             return False
         if isinstance(outcome, Fail):
+            if flow.spec(phase).holds_funds:  # the user's money is out there: a person decides
+                await self._manual_review(
+                    claim,
+                    phase,
+                    f"{outcome.reason}: {outcome.message}",
+                    ErrorEntry(phase, outcome.reason, outcome.message, False),
+                )
+                return False
             flow.check_transition(phase, FAILED)
             await self._queue.move(
                 claim,

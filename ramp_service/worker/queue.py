@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -107,14 +108,33 @@ class Claim:
         )
 
 
+REASON_MAX = 64  # ramp.errors.reason is varchar(64)
+
+
 @dataclass(frozen=True)
 class ErrorEntry:
-    """An error to record with a state change."""
+    """An error to record with a state change (its reason cut to what the column holds: a
+    longer one would fail the write that records it, and with it the ramp's move)."""
 
     phase: str
     reason: str
     message: str
     recoverable: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", _storable(self.reason, REASON_MAX))
+
+
+def _storable(text: str, limit: int) -> str:
+    """`text` as a PostgreSQL text column takes it: no NUL (nor jsonb its escape), at most
+    `limit` characters."""
+    return text.replace("\x00", "")[:limit]
+
+
+def one_items_fault(exc: Exception) -> bool:
+    """Whether a batched statement's failure may be one item's own (bad data, a constraint),
+    not the connection's or the server's: then its items are retried one by one."""
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
 class WorkQueue:
@@ -134,8 +154,10 @@ class WorkQueue:
         self.lease_for = lease_for
         self.clock = clock
         # Moves and releases of ramps driven concurrently share round trips (see coalesce.py).
-        self._moves: Coalescer[dict[str, object], bool] = Coalescer(self._move_many)
-        self._releases: Coalescer[Claim, None] = Coalescer(self._release_many)
+        self._moves: Coalescer[dict[str, object], bool] = Coalescer(
+            self._move_many, one_items_fault
+        )
+        self._releases: Coalescer[Claim, None] = Coalescer(self._release_many, one_items_fault)
 
     async def claim_due(self, limit: int) -> list[Claim]:
         """Take leases on up to `limit` due ramps in one atomic statement."""
@@ -258,17 +280,18 @@ class WorkQueue:
             "phase_to": values.get("current_phase", claim.phase),
             "status_to": values.get("status", claim.status),
             "cleanup": values["cleanup_phase"],
-            "reason": values.get("status_reason"),
+            "reason": _storable(str(values["status_reason"]), 2000)
+            if values.get("status_reason") is not None
+            else None,
             "now": str(now),
             "event_from": claim.active_phase,
             "event_to": event_phase,
             "event_status": event_status,
             "actor": actor,
-            "note": note,
+            "note": _storable(note, 2000),
             "e_phase": error.phase if error else None,
             "e_reason": error.reason if error else None,
-            # PostgreSQL text cannot hold NUL (nor jsonb its escape).
-            "e_message": error.message[:2000].replace("\x00", "") if error else None,
+            "e_message": _storable(error.message, 2000) if error else None,
             "e_recoverable": error.recoverable if error else None,
         }
         if not await self._moves.submit(params):
@@ -324,7 +347,7 @@ class WorkQueue:
             ramp_id=claim.ramp_id,
             phase=error.phase,
             reason=error.reason,
-            message=error.message[:2000],
+            message=_storable(error.message, 2000),
             recoverable=error.recoverable,
             created_at=now,
         )

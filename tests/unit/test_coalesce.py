@@ -47,6 +47,30 @@ def test_a_failing_batch_fails_every_caller_of_that_batch_only() -> None:
     assert after == 2
 
 
+def test_an_items_own_failure_fails_only_its_caller() -> None:
+    """A batch failing on one item's bad data is re-run item by item when `alone` says so."""
+    batches: list[list[int]] = []
+
+    async def strict(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if 13 in items:
+            raise ValueError("value too long for type character varying(64)")
+        return [i * 2 for i in items]
+
+    async def main() -> list[object]:
+        coalescer: Coalescer[int, int] = Coalescer(
+            strict, alone=lambda exc: isinstance(exc, ValueError)
+        )
+        return await asyncio.gather(
+            *(coalescer.submit(i) for i in (1, 13, 2)), return_exceptions=True
+        )
+
+    answers = asyncio.run(main())
+    assert answers[0] == 2 and answers[2] == 4
+    assert isinstance(answers[1], ValueError)
+    assert batches == [[1, 13, 2], [1], [13], [2]]
+
+
 def test_a_batch_that_answers_the_wrong_number_of_items_is_an_error() -> None:
     async def short(items: Sequence[int]) -> list[int]:
         return list(items)[:-1]

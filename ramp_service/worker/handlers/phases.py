@@ -381,6 +381,8 @@ class AwaitUserDeposit:
         held = await self._chains.pendulum.balance(_ephemeral(ctx, Network.PENDULUM), token)
         if held >= quote.input_amount:
             return Advance(f"{held} {token} received")
+        if held > 0:  # part of it arrived: never time out with the user's money on the ephemeral
+            return Wait(self._chains.poll, "PARTIAL_USER_DEPOSIT", holds_funds=True)
         return Wait(self._chains.poll, "AWAITING_USER_DEPOSIT")
 
 
@@ -408,8 +410,10 @@ class BrlaTeleport:
 
     async def run(self, ctx: PhaseContext) -> Outcome:
         deposit = await self._chains.pix.deposit(ctx.ramp.partner_data["pix_deposit_id"])
-        if deposit.status in ("PENDING", "PAID", "MINT_FAILED"):
-            return Wait(self._chains.poll, f"PIX_{deposit.status}")
+        if deposit.status == "PENDING":
+            return Wait(self._chains.poll, "PIX_PENDING")
+        if deposit.status in ("PAID", "MINT_FAILED"):  # the user has paid: no timeout from here
+            return Wait(self._chains.poll, f"PIX_{deposit.status}", holds_funds=True)
         if deposit.status != "MINTED":
             return Review("PIX_UNEXPECTED_STATUS", f"PIX deposit {deposit.id}: {deposit.status}")
         quote = ctx.ramp.quote
@@ -418,7 +422,7 @@ class BrlaTeleport:
         )
         if held >= quote.input_amount:
             return Advance()
-        return Wait(self._chains.poll, "BRLA_MINT_PENDING")
+        return Wait(self._chains.poll, "BRLA_MINT_PENDING", holds_funds=True)
 
 
 def swap_precheck(chains: Chains) -> Callable[[PhaseContext], Awaitable[Outcome | None]]:

@@ -96,9 +96,20 @@ def test_slippage_goes_to_manual_review_and_an_operator_retry_completes(system: 
 def test_a_deposit_or_pix_payment_that_never_comes_times_out_without_moving_funds(
     system: System,
 ) -> None:
+    """...while a deposit that came in part is never timed out: the user's money is on the
+    ephemeral, so the ramp goes to MANUAL_REVIEW for an operator."""
     sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
     buy = start_buy(system.rest, system.wallet, system.passphrase, "500")  # PIX never paid
+    partial = start_sell(system.rest, system.wallet, system.passphrase, "100")
+    fund_user(system.wallet, partial)
+    half = Decimal(partial.quote["inputAmount"]) / 2
+    system.wallet.transfer(partial.user, partial.keys.pendulum.ss58_address, "USDC", half)
     system.start_worker(DEPOSIT_TIMEOUT_S="10", PIX_TIMEOUT_S="10")
+    held = system.rest.wait(partial.id, timeout_s=60)
+    assert (held["status"], held["currentPhase"]) == ("MANUAL_REVIEW", "awaitUserDeposit")
+    errors = system.rest.errors(partial.id)
+    assert any(e["message"].startswith("PARTIAL_USER_DEPOSIT") for e in errors), errors
+    assert system.wallet.balance(partial.keys.pendulum.ss58_address, "USDC") == half
     done = system.rest.wait(sell.id, timeout_s=60)
     assert (done["status"], done["currentPhase"]) == ("TIMED_OUT", "timedOut")
     assert system.rest.errors(sell.id)[-1]["reason"] == "TIMED_OUT"

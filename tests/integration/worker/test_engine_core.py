@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,7 +24,7 @@ from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
 from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
-from ramp_service.worker.queue import LeaseLost, WorkQueue
+from ramp_service.worker.queue import Claim, LeaseLost, WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, libpq_url
 from tests.support.aio import FakeClock, LoopThread
@@ -161,18 +163,135 @@ def test_waiting_past_the_time_budget_times_out_where_the_flow_allows_it(
     assert (row.status, row.current_phase) == ("TIMED_OUT", "timedOut")
 
 
+def test_waiting_with_the_users_money_never_times_out(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A wait phase that reports some of the user's money arrived (a partial deposit, a PIX
+    payment not yet minted) goes to MANUAL_REVIEW past its budget, not to `timedOut`."""
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    partial = Wait(timedelta(seconds=10), "PARTIAL_USER_DEPOSIT", holds_funds=True)
+    script = Script({"awaitUserDeposit": [partial] * 3})
+    proc = processor(
+        sessions, direct, clock, script, policy=RetryPolicy(time_budget=timedelta(minutes=1))
+    )
+    aio_loop.run(proc.run_once())
+    clock.advance(minutes=2)
+    aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "awaitUserDeposit")
+    assert row.status_reason.startswith("PARTIAL_USER_DEPOSIT: time budget")
+
+
 def test_unrecoverable_errors_fail_the_ramp_with_the_reason(
     sessions: async_sessionmaker[AsyncSession],
     direct: DirectPool,
     clock: FakeClock,
     aio_loop: LoopThread,
 ) -> None:
-    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
-    script = Script({"nablaSwap": [Fail("TX_BAD_AUTH", "signature rejected")]})
+    """Before the user's money arrived a ramp may fail for good; after it, an operator must
+    be able to retry or settle it, so the same error goes to MANUAL_REVIEW."""
+    early = aio_loop.run(insert_running(sessions, clock.now))
+    late = aio_loop.run(insert_running(sessions, clock.now))
+    script = Script({"awaitUserDeposit": [Fail("TX_BAD_AUTH", "signature rejected")]})
     aio_loop.run(processor(sessions, direct, clock, script).run_once())
+    # The first ramp run took the scripted failure; the second ran on to nablaSwap's.
+    script.outcomes["nablaSwap"] = [Fail("TX_BAD_AUTH", "signature rejected")]
+    rows = {r: aio_loop.run(ramp_row(sessions, r)) for r in (early, late)}
+    failed, other = (early, late) if rows[early].status == "FAILED" else (late, early)
+    assert (rows[failed].current_phase, rows[failed].status_reason) == ("failed", "TX_BAD_AUTH")
+    assert aio_loop.run(events(sessions, failed))[-1] == ("awaitUserDeposit", "failed", "FAILED")
+    assert rows[other].status == "COMPLETE"  # no failure left for it in the script
+    funded = aio_loop.run(insert_running(sessions, clock.now))
+    aio_loop.run(processor(sessions, direct, clock, script).run_once())
+    row = aio_loop.run(ramp_row(sessions, funded))
+    assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "nablaSwap")
+    assert row.status_reason == "TX_BAD_AUTH: signature rejected"
+
+
+def test_an_overlong_reason_is_recorded_cut_and_spares_the_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A reason longer than its column (a node's 1010 text) and NUL in a message are stored
+    cut and cleaned: the move that records them lands, and so do the other ramps' moves that
+    shared its statement."""
+    reason = "PENDULUM_INVALID_INABILITY_TO_PAY_SOME_FEES_(E.G._ACCOUNT_BALANCE_TOO_LOW)"
+    ramps = [aio_loop.run(insert_running(sessions, clock.now)) for _ in range(4)]
+    script = Script({"nablaApprove": [Fail(reason, "1010\x00 from the node")]})
+    aio_loop.run(processor(sessions, direct, clock, script).run_once())
+    rows = [aio_loop.run(ramp_row(sessions, r)) for r in ramps]
+    assert sorted(r.status for r in rows) == ["COMPLETE"] * 3 + ["MANUAL_REVIEW"]
+    (stuck,) = [r for r in rows if r.status == "MANUAL_REVIEW"]
+    assert stuck.current_phase == "nablaApprove"
+
+    async def errors() -> list[tuple[str, str]]:
+        async with sessions.begin() as session:
+            found = await session.scalars(
+                select(RampErrorRow).where(RampErrorRow.ramp_id == stuck.id)
+            )
+            return [(e.reason, e.message) for e in found]
+
+    assert aio_loop.run(errors()) == [(reason[:64], "1010 from the node")]
+
+
+class BrokenMoves(WorkQueue):
+    """A queue whose moves of one ramp fail, as a bug in the processor would, except the move
+    to MANUAL_REVIEW."""
+
+    broken: uuid.UUID | None = None
+
+    async def move(self, claim: Claim, **changes: Any) -> None:  # type: ignore[override]
+        if claim.ramp_id == self.broken and changes.get("status") != "MANUAL_REVIEW":
+            raise psycopg.errors.DataError("a bug in the processor")
+        await super().move(claim, **changes)
+
+
+def test_a_processor_bug_backs_off_counts_attempts_then_goes_to_manual_review(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A ramp whose moves fail with an unexpected error is not claimed again at every poll
+    with no trace: each failure is recorded as an attempt with a backoff, and once the phase's
+    budget is spent the ramp goes to MANUAL_REVIEW."""
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    queue = BrokenMoves(sessions, direct, "w1", timedelta(seconds=30), clock)
+    queue.broken = ramp_id
+    proc = PhaseProcessor(
+        queue,
+        RecordLoader(direct),
+        {p: Script() for p in SELL_V1.names()},
+        ProcessorConfig(default_policy=RetryPolicy(max_attempts=3)),
+        WorkerMetrics(),
+    )
+    assert aio_loop.run(proc.run_once()) == 1
     row = aio_loop.run(ramp_row(sessions, ramp_id))
-    assert (row.status, row.current_phase, row.status_reason) == ("FAILED", "failed", "TX_BAD_AUTH")
-    assert aio_loop.run(events(sessions, ramp_id))[-1] == ("nablaSwap", "failed", "FAILED")
+    assert (row.status, row.attempts, row.lease_owner) == ("RUNNING", 1, None)
+    assert row.next_attempt_at > clock.now  # backing off, not due at the next poll
+    assert aio_loop.run(proc.run_once()) == 0
+    clock.advance(minutes=10)
+    assert aio_loop.run(proc.run_once()) == 1
+    assert aio_loop.run(ramp_row(sessions, ramp_id)).attempts == 2
+    clock.advance(minutes=10)
+    assert aio_loop.run(proc.run_once()) == 1
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "initial")
+    assert row.status_reason.startswith("PROCESSOR_ERROR: retry budget")
+
+    async def reasons() -> list[str]:
+        async with sessions.begin() as session:
+            found = await session.scalars(
+                select(RampErrorRow.reason).where(RampErrorRow.ramp_id == ramp_id)
+            )
+            return list(found)
+
+    assert aio_loop.run(reasons()) == ["PROCESSOR_ERROR"] * 3
 
 
 def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
@@ -329,3 +448,55 @@ def test_a_stale_and_a_fresh_move_of_one_ramp_in_one_batch_only_the_fresh_one_la
     assert isinstance(stale_answer, LeaseLost) and fresh_answer is None
     moved_to = [to for _, to, _ in aio_loop.run(events(sessions, ramp_id))]
     assert moved_to.count("awaitUserDeposit") == 1
+
+
+class FlakyHeartbeats(WorkQueue):
+    """A queue whose first lease heartbeat fails as a dropped database connection does."""
+
+    beats = 0
+
+    async def heartbeat(self, claim: Claim) -> None:
+        self.beats += 1
+        if self.beats == 1:
+            lost = psycopg.OperationalError("server closed the connection unexpectedly")
+            raise sqlalchemy.exc.OperationalError("UPDATE ramp.ramps", {}, lost)
+        await super().heartbeat(claim)
+
+
+def test_the_lease_heartbeat_outlives_a_failed_beat(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """One failed heartbeat must not end the heartbeats while the phase runs on (its lease
+    would lapse mid-phase and another worker could run the same phase beside it)."""
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    queue = FlakyHeartbeats(sessions, direct, "w1", timedelta(seconds=0.3), clock)
+
+    class Slow(Script):
+        async def run(self, ctx: PhaseContext) -> Outcome:
+            if ctx.phase != "awaitUserDeposit":
+                return Advance()
+            deadline = asyncio.get_running_loop().time() + 5
+            while queue.beats < 3:  # a beat every 0.1 s: renewed after the failed one
+                if asyncio.get_running_loop().time() > deadline:
+                    return Retry("NO_HEARTBEAT", "the heartbeats stopped")
+                await asyncio.sleep(0.05)
+            return Advance()
+
+    proc = PhaseProcessor(
+        queue,
+        RecordLoader(direct),
+        {p: Slow() for p in (*SELL_V1.names(), "stellarCleanup", "pendulumCleanup")},
+        ProcessorConfig(default_policy=RetryPolicy()),
+        WorkerMetrics(),
+    )
+    aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert row.status == "COMPLETE", (
+        row.current_phase,
+        row.status_reason,
+        row.attempts,
+        queue.beats,
+    )
