@@ -513,14 +513,28 @@ class PendulumChain:
         nonce: int | None = None,
         recent_blocks: int = 200,
         since_block: int | None = None,
+        match_slot: bool = True,
     ) -> Inclusion | None:
-        """The extrinsic by hash, or by (signer, nonce) when given, in the blocks since
-        `since_block` (the head when it was first submitted), else in the recent blocks."""
+        """The extrinsic by hash, or by (signer, nonce) when given and `match_slot`, in the
+        blocks since `since_block` (the head when it was first submitted), else in the recent
+        blocks. With a signer and nonce, an account whose applied nonce has not passed `nonce`
+        answers None at once (nothing used that nonce: the extrinsic is in no block), and the
+        blocks are read oldest first, where an extrinsic sent at `since_block` lands. The scan
+        stops at this call's deadline (PENDULUM_TIMEOUT) instead of running on in its thread."""
 
-        def work(client: SubstrateInterface) -> Inclusion | None:
+        def work(client: SubstrateInterface) -> Inclusion | _Overdue | None:
+            deadline = time.monotonic() + self._timeout_s * 0.9
+            if signer is not None and nonce is not None:
+                stored = client.rpc_request("state_getStorage", [account_storage_key(signer)])
+                if "error" in stored:
+                    raise SubstrateRequestException(stored["error"])
+                if _applied_nonce(stored["result"]) <= nonce:
+                    return None
             head = client.get_block_number(None)
             oldest = since_block if since_block is not None else head - recent_blocks
-            for number in range(head, max(oldest, 1) - 1, -1):
+            for number in range(max(oldest, 1), head + 1):
+                if time.monotonic() > deadline:
+                    return OVERDUE
                 block_hash = client.get_block_hash(number)
                 block = client.get_block(block_hash)
                 for extrinsic in block["extrinsics"]:
@@ -530,7 +544,8 @@ class PendulumChain:
                         and "0x" + extrinsic.extrinsic_hash.hex() == extrinsic_hash
                     )
                     same_slot = (
-                        signer is not None
+                        match_slot
+                        and signer is not None
                         and value.get("address") == signer
                         and value.get("nonce") == nonce
                     )
@@ -546,7 +561,12 @@ class PendulumChain:
                         )
             return None
 
-        return await self._run(work)
+        found = await self._run(work)
+        if isinstance(found, _Overdue):
+            raise RecoverableError(
+                "PENDULUM_TIMEOUT", f"searching blocks since {since_block} took too long"
+            )
+        return found
 
     async def head(self) -> int:
         """The latest block number."""
@@ -616,6 +636,21 @@ def account_storage_key(address: str) -> str:
     """The storage key of `address`'s System.Account entry (a Blake2_128Concat map)."""
     who = bytes.fromhex(ss58_decode(address))
     return "0x" + (SYSTEM_ACCOUNT_PREFIX + blake2_128_concat(who)).hex()
+
+
+class _Overdue:
+    """A block search that ran out of its call's time (its client is still sound)."""
+
+
+OVERDUE = _Overdue()
+
+
+def _applied_nonce(stored: str | None) -> int:
+    """The nonce from a System.Account value (AccountInfo's first field, u32 little-endian):
+    how many of the account's extrinsics are applied. No entry: none."""
+    if stored is None:
+        return 0
+    return int.from_bytes(bytes.fromhex(stored.removeprefix("0x"))[:4], "little")
 
 
 def _free_units(stored: str | None) -> int:

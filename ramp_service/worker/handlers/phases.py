@@ -253,8 +253,11 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
         replace = False
         if entry is not None:
             assert entry.tx_hash is not None and entry.nonce is not None
-            # By hash only: the funding account's nonces are shared by every ramp.
-            found = await pendulum.find(entry.tx_hash, since_block=_since(entry))
+            # Matched by hash only: the funding account's nonces are shared by every ramp (the
+            # nonce still tells whether, and from where, to look).
+            found = await pendulum.find(
+                entry.tx_hash, funding, entry.nonce, since_block=_since(entry), match_slot=False
+            )
             if found is not None and found.success:
                 await ctx.journal.mark("fund_pen", "confirmed")
                 return

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from substrateinterface import Keypair
 
-from ramp_service.chains.errors import UnrecoverableError
+from devnet.substrate.chain import Chain
+from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from ramp_service.chains.pendulum import IssuedCall, PendulumChain
 from service_kit.errors import InvalidInput
 from tests.integration.devnet.conftest import Node
@@ -214,3 +215,41 @@ def test_warm_up_loads_the_runtime_before_the_first_calls(
     assert loads == 0  # every concurrent call found a client with its runtime already loaded
     aio_loop.run(chain.head())
     assert loads == 0
+
+
+def test_finding_an_old_extrinsic_is_bounded(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    """A reconciliation long after the intent (an operator's retry hours later) must neither
+    scan every block since in one call nor leave the scan running past the call's deadline:
+    an unused nonce answers at once, and a scan that runs out of time says so."""
+    eph = ephemeral(node, "//Eph9")
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(chain.token_transfer(dest, "USDC", Decimal("1")), eph.ss58_address, 0)
+    intent = aio_loop.run(chain.head())  # the journal's since_block
+    sent = aio_loop.run(chain.submit(chain.assemble(issued, sign(issued, eph))))
+    devnet = node.chain
+    assert isinstance(devnet, Chain)
+    for _ in range(600):  # many blocks since the intent
+        aio_loop.run(devnet.produce_block())
+    hasty = PendulumChain(node.ws_url, timeout_s=0.5)
+    try:
+        hasty.warm_up(1)  # its client loaded outside the short deadline
+        # Nonce 1 is unused: not in any block, known without reading one.
+        assert (
+            aio_loop.run(hasty.find("0x" + "ab" * 32, eph.ss58_address, 1, since_block=intent))
+            is None
+        )
+        # Nonce 0 is used: the blocks are read oldest first, where it landed.
+        found = aio_loop.run(
+            hasty.find(sent.extrinsic_hash, eph.ss58_address, 0, since_block=intent)
+        )
+        assert found is not None and found.extrinsic_hash == sent.extrinsic_hash
+        # Unknown hash, no nonce to go by: a scan of every block, stopped at the deadline.
+        with pytest.raises(RecoverableError) as overdue:
+            aio_loop.run(hasty.find("0x" + "cd" * 32, since_block=intent))
+        assert overdue.value.reason == "PENDULUM_TIMEOUT"
+        # The scan's client went back to the pool sound: the next call answers.
+        assert aio_loop.run(hasty.head()) > intent + 600
+    finally:
+        hasty.close()
