@@ -423,7 +423,7 @@ class PendulumChain:
             )
             payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
             if signer.verify(payload, signature):
-                return signed_hex
+                return "0x" + data.hex()  # one spelling, whatever the client's hex looked like
         verified = self._verify_decoded(issued, signed_hex)
         if self._layout_ok is None and len(signature) == 64:
             self._layout_ok = data == self._framed(issued, signature)
@@ -480,11 +480,23 @@ class PendulumChain:
         signature = value["signature"]
         sig_hex = next(iter(signature.values())) if isinstance(signature, dict) else signature
         payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
-        if not signer.verify(payload, bytes.fromhex(str(sig_hex).removeprefix("0x"))):
+        sig_bytes = bytes.fromhex(str(sig_hex).removeprefix("0x"))
+        if not signer.verify(payload, sig_bytes):
             raise invalid_presigned(
                 "PRESIGNED_TX_BAD_SIGNATURE", f"no valid signature of {issued.signer}"
             )
-        return signed_hex
+        # What decodes the same can still differ where the checks above do not look (a tip,
+        # the signature's type byte, trailing bytes): the chain would refuse those, after
+        # the ramp started. Only the issued extrinsic around this signature is accepted.
+        reference = self._assemble_scale(issued, sig_bytes)
+        if bytes.fromhex(reference.removeprefix("0x")) != bytes.fromhex(
+            signed_hex.removeprefix("0x")
+        ):
+            raise invalid_presigned(
+                "PRESIGNED_TX_MISMATCH",
+                "differs from the issued extrinsic (tip, signature type or extra bytes)",
+            )
+        return reference
 
     # --- network -------------------------------------------------------------------------
 

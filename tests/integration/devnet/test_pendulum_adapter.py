@@ -13,7 +13,7 @@ from substrateinterface import Keypair
 
 from devnet.substrate.chain import Chain
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
-from ramp_service.chains.pendulum import IssuedCall, PendulumChain
+from ramp_service.chains.pendulum import IssuedCall, PendulumChain, _compact
 from service_kit.errors import InvalidInput
 from tests.integration.devnet.conftest import Node
 from tests.support.aio import LoopThread
@@ -101,6 +101,28 @@ def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
         with pytest.raises(InvalidInput) as exc:
             chain.verify_presigned(issued, signed)
         assert exc.value.reason == reason, name
+    # What decodes and checks out field by field but is not the issued extrinsic: a tip (not
+    # covered by the signature, which signs tip 0) or the Ed25519 type byte around the sr25519
+    # signature. The chain would refuse both, after the ramp started.
+    good = bytes.fromhex(chain.assemble(issued, sign(issued, eph)).removeprefix("0x"))
+    at = {0: 1, 1: 2, 2: 4}[good[0] & 3]
+    body = good[at:]
+    signature_type = at + 1 + 33  # version byte, MultiAddress::Id
+    era, nonce, tip = 1 + 33 + 65, 1 + 33 + 65 + 1, 1 + 33 + 65 + 2
+    assert body[era] == 0 and body[nonce] == 0 and body[tip] == 0  # immortal, nonce 0, no tip
+    tipped = body[:tip] + _compact(10**6) + body[tip + 1 :]
+    ed25519 = bytearray(good)
+    ed25519[signature_type] = 0
+    for name, forged, reason in (
+        ("a tip", _compact(len(tipped)) + tipped, "PRESIGNED_TX_MISMATCH"),
+        ("the ed25519 type byte", bytes(ed25519), "PRESIGNED_TX_MISMATCH"),
+        ("trailing bytes", _compact(len(body) + 1) + body + b"\x00", "PRESIGNED_TX_MALFORMED"),
+    ):
+        with pytest.raises(InvalidInput) as exc:
+            chain.verify_presigned(issued, "0x" + forged.hex())
+        assert exc.value.reason == reason, name
+    # Hex without 0x is accepted and handed on in the one spelling submit decodes.
+    assert chain.verify_presigned(issued, good.hex()) == "0x" + good.hex()
     with pytest.raises(InvalidInput):
         chain.assemble(issued, "0x1234")
     with pytest.raises(InvalidInput):
