@@ -19,6 +19,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway.config import GatewaySettings
+from service_kit.grpc_server import ERROR_DOMAIN
 
 LUA = Path(__file__).with_name("reason_status.lua")
 
@@ -28,21 +29,35 @@ UPSTREAMS: dict[str, tuple[str, str]] = {
     "pendulumpay.ramp.v1": ("ramp", "ramp_upstream"),
 }
 
-NOT_FOUND = json.dumps({"code": 5, "message": "no such endpoint", "details": []})
-
-# Envoy's own replies (parse errors, 413, 429, 503) as google.rpc.Status-shaped JSON.
+# Envoy's own replies (parse errors, 413, 429, 503) as google.rpc.Status-shaped JSON with an
+# ErrorInfo reason, as the services' errors have: a client handles both the same way.
 LOCAL_REPLY_CODES = {
-    400: 3,
-    404: 5,
-    405: 12,
-    408: 4,
-    413: 8,
-    415: 3,
-    429: 8,
-    500: 13,
-    503: 14,
-    504: 4,
+    400: (3, "INVALID_REQUEST_BODY"),  # the transcoder: not JSON, wrong types, unknown enums
+    404: (5, "NO_SUCH_ENDPOINT"),
+    405: (12, "METHOD_NOT_ALLOWED"),
+    408: (4, "REQUEST_TIMEOUT"),
+    413: (8, "BODY_TOO_LARGE"),
+    415: (3, "UNSUPPORTED_MEDIA_TYPE"),
+    429: (8, "RATE_LIMITED"),
+    500: (13, "GATEWAY_ERROR"),
+    503: (14, "UPSTREAM_UNAVAILABLE"),
+    504: (4, "UPSTREAM_TIMEOUT"),
 }
+
+
+def _error_info(reason: str) -> list[dict[str, str]]:
+    return [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": ERROR_DOMAIN,
+        }
+    ]
+
+
+NOT_FOUND = json.dumps(
+    {"code": 5, "message": "no such endpoint", "details": _error_info("NO_SUCH_ENDPOINT")}
+)
 
 
 def _local_reply_config() -> dict[str, Any]:
@@ -61,11 +76,15 @@ def _local_reply_config() -> dict[str, Any]:
                     }
                 },
                 "body_format_override": {
-                    "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                    "json_format": {
+                        "code": code,
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "details": _error_info(reason),
+                    },
                     "content_type": "application/json",
                 },
             }
-            for status, code in LOCAL_REPLY_CODES.items()
+            for status, (code, reason) in LOCAL_REPLY_CODES.items()
         ]
     }
 
