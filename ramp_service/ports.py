@@ -54,6 +54,10 @@ class RegistrationChains(Protocol):
         """Whether `address` is well-formed for `network`."""
         ...
 
+    def is_valid_destination(self, to_network: str, address: str) -> bool:
+        """Whether `address` is a payout address `to_network` takes (chain networks only)."""
+        ...
+
     async def why_not_fresh(self, account: SigningAccount) -> str | None:
         """None when the account is unused on chain, else why it cannot serve a new ramp."""
         ...

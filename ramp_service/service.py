@@ -34,7 +34,7 @@ from ramp_service.domain.errors import (
     StartDeadlinePassed,
     invalid,
 )
-from ramp_service.domain.flows import CURRENT_FLOW, INITIAL, Network
+from ramp_service.domain.flows import CURRENT_FLOW, INITIAL, TIMED_OUT, Network
 from ramp_service.domain.presigned import check_complete, match_presigned
 from ramp_service.domain.ramp import (
     AdditionalData,
@@ -44,6 +44,7 @@ from ramp_service.domain.ramp import (
     RecordedError,
     StoredTx,
     check_additional_data,
+    check_payout_unchanged,
     parse_ramp_id,
     parse_signing_accounts,
     ramp_id_for_quote,
@@ -107,6 +108,16 @@ class RampService:
         accounts = parse_signing_accounts(quote.ramp_type, command.accounts)
         self._check_addresses(command)
         check_additional_data(quote, command.additional_data)
+        if not self._chains.is_valid_destination(
+            quote.to_network, command.additional_data.destination
+        ):
+            raise InvalidRampRequest(
+                [
+                    FieldViolation(
+                        "additional_data.destination", f"not a valid {quote.to_network} address"
+                    )
+                ]
+            )
         ramp_id = ramp_id_for_quote(quote.id)
         async with self._direct.connection() as conn:
             holder, in_use = await register_conflicts(conn, quote.id, list(accounts.values()))
@@ -184,6 +195,7 @@ class RampService:
         if record.status is not RampStatus.REGISTERED:
             raise RampNotInitial(ramp_id, record.status.value)
         payloads = await self._verified(record, presigned)
+        check_payout_unchanged(record.additional_data, data)
         merged = record.additional_data.merged(data)
         check_additional_data(record.quote, merged)
         async with self._sessions.begin() as session:
@@ -211,6 +223,7 @@ class RampService:
         payloads = await self._verified(record, presigned)
         if record.status is not RampStatus.REGISTERED:
             return self._repeated_start(record, payloads)
+        check_payout_unchanged(record.additional_data, data)
         merged = record.additional_data.merged(data)
         check_additional_data(record.quote, merged)
         now = self._clock()
@@ -228,7 +241,14 @@ class RampService:
     def _repeated_start(
         self, record: RampRecord, payloads: dict[tuple[str, str], str]
     ) -> RampRecord:
-        """A start on a started ramp: a no-op with the same transactions, else 409."""
+        """A start on a started ramp: a no-op with the same transactions, else 409. A ramp that
+        never ran (timed out or cancelled before its start) has no start to repeat."""
+        if record.status in (RampStatus.TIMED_OUT, RampStatus.CANCELLED) and {
+            h.phase for h in record.history
+        } <= {INITIAL, TIMED_OUT}:
+            if record.status is RampStatus.TIMED_OUT:
+                raise StartDeadlinePassed(str(record.id))
+            raise RampNotInitial(str(record.id), record.status.value)
         stored = {(t.issued.phase, t.issued.network.value): t.presigned_payload for t in record.txs}
         if all(stored.get(key) == payload for key, payload in payloads.items()):
             return record

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -31,6 +32,7 @@ from service_kit.config import ServiceSettings
 from service_kit.heap import freeze_startup_heap
 from service_kit.logs import AccessLog, configure_logging, new_request_id, request_id
 from service_kit.loop import run as run_on_loop
+from service_kit.protobuf import control_characters
 
 log = logging.getLogger("grpc")
 
@@ -140,6 +142,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             outcome = "OK"
             try:
+                if isinstance(request, Message) and (bad := control_characters(request)):
+                    raise errors.InvalidInput(
+                        "INVALID_TEXT", "text fields may not hold control characters", bad
+                    )
                 return await inner(request, context)
             except errors.DomainError as exc:
                 code = status_code_for(exc)

@@ -23,7 +23,7 @@ from quote_service.domain.errors import InvalidQuoteRequest, amount_rejected
 from service_kit.errors import FieldViolation, InvalidInput
 
 ZERO = Decimal(0)
-_AMOUNT = re.compile(r"^[0-9]{1,18}(\.[0-9]{1,18})?$")
+_AMOUNT = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")  # matched whole (fullmatch): no "\n"
 
 
 def quantum(decimals: int) -> Decimal:
@@ -165,7 +165,7 @@ def parse_amount(
     text: str, currency: str | None, field_name: str
 ) -> tuple[Decimal | None, list[FieldViolation]]:
     """Parse a positive decimal string with at most the currency's decimals."""
-    if not _AMOUNT.match(text):
+    if not _AMOUNT.fullmatch(text):
         return None, [FieldViolation(field_name, 'must be a positive decimal string like "100.50"')]
     amount = Decimal(text)
     if amount <= 0:

@@ -63,14 +63,17 @@ class ChainRegistration:
         self._pendulum_funding = pendulum_funding
 
     def is_valid_address(self, network: Network, address: str) -> bool:
-        """Stellar: an ed25519 public key (G...). Pendulum: SS58 with a valid checksum."""
+        """Stellar: an ed25519 public key (G...). Pendulum: an account in Pendulum's SS58
+        format (56) with a valid checksum: one spelling per key, so the uniqueness of
+        ephemerals holds, and what start and the chain calls will decode."""
         if network is Network.STELLAR:
             return bool(StrKey.is_valid_ed25519_public_key(address))
-        try:
-            ss58_decode(address)
-        except ValueError:
-            return False
-        return True
+        return is_substrate_account(address, SS58_FORMAT)
+
+    def is_valid_destination(self, to_network: str, address: str) -> bool:
+        """Where a BUY pays out: AssetHub takes any SS58 spelling of a 32-byte account (wallets
+        show Polkadot's format 0 or the generic 42)."""
+        return to_network != "assethub" or is_substrate_account(address, None)
 
     async def why_not_fresh(self, account: SigningAccount) -> str | None:
         """A Stellar ephemeral must not exist; a Pendulum one must have nonce 0 and no PEN."""
@@ -221,6 +224,17 @@ class Adapters:
     pix: PixClient
     stellar_funding: StellarKeypair | None
     pendulum_funding: SubstrateKeypair | None
+
+
+def is_substrate_account(address: str, ss58_format: int | None) -> bool:
+    """An SS58 address (in `ss58_format`, if given) of a 32-byte account: not hex, which
+    `ss58_decode` passes through unchecked, and not a short account index."""
+    if not address or address.startswith("0x"):
+        return False
+    try:
+        return len(ss58_decode(address, valid_ss58_format=ss58_format)) == 64
+    except (ValueError, TypeError, IndexError):
+        return False
 
 
 def funding_keys(settings: RampSettings) -> tuple[StellarKeypair | None, SubstrateKeypair | None]:

@@ -12,6 +12,7 @@ import grpc
 from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2
 from ramp_service.admin import RampAdmin
 from ramp_service.api.servicer import ramp_to_proto
+from ramp_service.domain.errors import invalid
 
 ADMIN_PREFIX = "/pendulumpay.ramp.v1.RampAdminService/"
 
@@ -73,11 +74,14 @@ class RampAdminServicer(admin_pb2_grpc.RampAdminServiceServicer):
     async def ListRampsForReview(
         self, request: admin_pb2.ListRampsForReviewRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListRampsForReviewResponse:
-        before = (
-            request.updated_before.ToDatetime(tzinfo=UTC)
-            if request.HasField("updated_before")
-            else None
-        )
+        before = None
+        if request.HasField("updated_before"):
+            try:
+                before = request.updated_before.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError, OSError):
+                raise invalid(
+                    "INVALID_TIMESTAMP", "updated_before", "outside 0001-01-01..9999-12-31"
+                ) from None
         records = await self._admin.list_for_review(
             request.status, request.phase, before, request.page_size
         )

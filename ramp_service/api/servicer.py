@@ -8,16 +8,34 @@ from __future__ import annotations
 import grpc
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from ramp_service.domain.errors import InvalidRampRequest
 from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
 from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand
+from service_kit.errors import FieldViolation
 from service_kit.protobuf import timestamp
 
 IDEMPOTENCY_KEY = "idempotency-key"
 
 
+TEXT_MAX = 256  # addresses, IBANs, tax ids: far below; the wallet index's row limit far above
+
+
+def _short(fields: dict[str, str]) -> None:
+    """INVALID_RAMP_REQUEST naming every field longer than TEXT_MAX."""
+    violations = [
+        FieldViolation(name, f"at most {TEXT_MAX} characters")
+        for name, value in fields.items()
+        if len(value) > TEXT_MAX
+    ]
+    if violations:
+        raise InvalidRampRequest(violations)
+
+
 def _data(message: ramp_pb2.AdditionalData) -> AdditionalData:
-    return AdditionalData(message.wallet_address, message.destination, message.tax_id)
+    data = AdditionalData(message.wallet_address, message.destination, message.tax_id)
+    _short({f"additional_data.{k}": v for k, v in vars(data).items()})
+    return data
 
 
 def _presigned(txs: list[ramp_pb2.PresignedTx]) -> list[PresignedTx]:
@@ -177,6 +195,7 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     async def ListRamps(
         self, request: ramp_pb2.ListRampsRequest, context: grpc.aio.ServicerContext
     ) -> ramp_pb2.ListRampsResponse:
+        _short({"wallet_address": request.wallet_address})
         records, token = await self._service.list_by_wallet(
             request.wallet_address, request.page_size, request.page_token
         )

@@ -154,6 +154,19 @@ def check_additional_data(quote: QuoteSnapshot, data: AdditionalData) -> None:
         raise InvalidRampRequest(violations)
 
 
+def check_payout_unchanged(registered: AdditionalData, update: AdditionalData) -> None:
+    """Where the money goes is fixed at register: the anchor withdrawal (SELL), the PIX charge
+    and the XCM transfer (BUY) were made with it, so a later value would be shown but not
+    paid to. Repeating the registered value is fine; the wallet address may change."""
+    violations = [
+        FieldViolation(f"additional_data.{name}", "fixed at register; register a new ramp")
+        for name in ("destination", "tax_id")
+        if getattr(update, name) and getattr(update, name) != getattr(registered, name)
+    ]
+    if violations:
+        raise InvalidRampRequest(violations)
+
+
 def is_iban(text: str) -> bool:
     """ISO 13616 IBAN with a valid mod-97 check."""
     iban = text.replace(" ", "").upper()

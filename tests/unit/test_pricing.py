@@ -160,7 +160,7 @@ def test_input_that_does_not_cover_fees_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "amount", ["-5", "abc", "1e3", "", " 5", "NaN", "1.1234567", "0", "0.000000"]
+    "amount", ["-5", "abc", "1e3", "", " 5", "5\n", "NaN", "1.1234567", "0", "0.000000"]
 )
 def test_malformed_amounts(amount: str) -> None:
     with pytest.raises(InvalidInput) as exc:

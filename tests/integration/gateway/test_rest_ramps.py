@@ -85,6 +85,11 @@ def test_ramp_errors_and_history_over_rest(
     assert history.status_code == 200
     assert [r["id"] for r in history.json()["ramps"]] == [str(registered.id)]
     assert rest.get("/v1/ramp/history/5Wallet", params={"sort": "asc"}).status_code == 400
+    # A NUL or an address no wallet has: 400 with a reason, never a 500.
+    nul = rest.get("/v1/ramp/history/5W%00allet")
+    assert (nul.status_code, reason(nul)) == (400, "INVALID_TEXT"), nul.text
+    huge = rest.get("/v1/ramp/history/" + "5" * 300)
+    assert (huge.status_code, reason(huge)) == (400, "INVALID_RAMP_REQUEST"), huge.text
     bad = rest.post("/v1/ramp/start", json={"rampId": str(registered.id), "presignedTxs": "nope"})
     assert bad.status_code == 400
 

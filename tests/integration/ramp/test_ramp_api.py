@@ -10,10 +10,16 @@ from datetime import timedelta
 
 import grpc
 import pytest
+import sqlalchemy
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from substrateinterface import Keypair
+from substrateinterface.utils.ss58 import ss58_encode
 
 from pendulumpay.quote.v1 import quote_pb2_grpc
-from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
+from ramp_service.db.cleanup import time_out_unstarted
 from ramp_service.db.models import RampErrorRow
 from ramp_service.domain.ramp import RampRecord
 from service_kit.grpc_server import RunningServer
@@ -303,6 +309,21 @@ def test_register_rejections_before_any_chain_work(
     bad_iban = register_request(quote.id)
     bad_iban.additional_data.destination = "DE00000000000000000000"
     cases.append((bad_iban, "INVALID_RAMP_REQUEST"))
+    # Pendulum ephemerals: only Pendulum's SS58 format, one spelling per key. Hex passes
+    # ss58_decode unchecked, and another format of the same key would dodge the uniqueness.
+    key = Keypair.create_from_uri("//Probe", ss58_format=56)
+    for spelling in ("0x" + key.public_key.hex(), "0xzz", ss58_encode(key.public_key, 0)):
+        other_format = register_request(quote.id)
+        other_format.signing_accounts[1].address = spelling
+        cases.append((other_format, "INVALID_RAMP_REQUEST"))
+    # Text a database column cannot hold, or an index row cannot: refused up front.
+    for field in ("wallet_address", "destination", "tax_id"):
+        with_nul = register_request(quote.id)
+        setattr(with_nul.additional_data, field, "DE89\x00370400440532013000")
+        cases.append((with_nul, "INVALID_TEXT"))
+    huge = register_request(quote.id)
+    huge.additional_data.wallet_address = "6" * 5000
+    cases.append((huge, "INVALID_RAMP_REQUEST"))
     for request, reason in cases:
         with pytest.raises(grpc.RpcError) as exc:
             ramp_stub.RegisterRamp(request, timeout=10)
@@ -314,3 +335,74 @@ def test_register_rejections_before_any_chain_work(
         grpc.StatusCode.FAILED_PRECONDITION,
         "QUOTE_EXPIRED",
     )
+
+
+def test_a_ramp_timed_out_before_its_start_cannot_be_started(
+    ramp_stub: Stub, registered: RampRecord, clock: FakeClock, database_url: str
+) -> None:
+    """A start on a ramp the cleanup job timed out is not the replay of a start that
+    succeeded: it is refused, with or without transactions."""
+    clock.advance(minutes=15)
+    url = make_url(database_url).set(drivername="postgresql+psycopg")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        assert time_out_unstarted(conn, clock.now, 100) == 1
+    engine.dispose()
+    for request in (
+        ramp_pb2.StartRampRequest(ramp_id=str(registered.id)),
+        ramp_pb2.StartRampRequest(ramp_id=str(registered.id), presigned_txs=[]),
+    ):
+        with pytest.raises(grpc.RpcError) as exc:
+            ramp_stub.StartRamp(request, timeout=10)
+        assert failure(exc.value).reason == "START_DEADLINE_PASSED"
+
+
+def test_the_payout_is_fixed_at_register(ramp_stub: Stub, registered: RampRecord) -> None:
+    """The anchor withdrawal (or PIX charge and XCM call) was made with the registered
+    destination: another one is refused, not shown and silently not paid to."""
+    for call in (ramp_stub.UpdateRamp, ramp_stub.StartRamp):
+        other = ramp_pb2.AdditionalData(destination="GB82WEST12345698765432")
+        request_type = (
+            ramp_pb2.UpdateRampRequest
+            if call == ramp_stub.UpdateRamp
+            else ramp_pb2.StartRampRequest
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            call(request_type(ramp_id=str(registered.id), additional_data=other), timeout=10)
+        assert failure(exc.value).reason == "INVALID_RAMP_REQUEST"
+    same = ramp_pb2.AdditionalData(destination=registered.additional_data.destination)
+    started = ramp_stub.StartRamp(
+        ramp_pb2.StartRampRequest(ramp_id=str(registered.id), additional_data=same), timeout=10
+    )
+    assert started.status == ramp_pb2.Ramp.RUNNING
+    assert started.additional_data.destination == registered.additional_data.destination
+
+
+def test_list_by_wallet_refuses_what_no_wallet_address_looks_like(ramp_stub: Stub) -> None:
+    for wallet, reason in (("6" * 300, "INVALID_RAMP_REQUEST"), ("6ft\x00", "INVALID_TEXT")):
+        with pytest.raises(grpc.RpcError) as exc:
+            ramp_stub.ListRamps(ramp_pb2.ListRampsRequest(wallet_address=wallet), timeout=5)
+        assert (failure(exc.value).code, failure(exc.value).reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            reason,
+        )
+
+
+def test_review_listing_refuses_an_unrepresentable_time(
+    ramp_stub: Stub, ramp_server: RunningServer, registered: RampRecord
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{ramp_server.port}") as channel:
+        admin = admin_pb2_grpc.RampAdminServiceStub(channel)
+        auth = (("authorization", "Bearer test-admin-token"),)
+        listed = admin.ListRampsForReview(
+            admin_pb2.ListRampsForReviewRequest(status="REGISTERED"), metadata=auth, timeout=5
+        )
+        assert str(registered.id) in {r.id for r in listed.ramps}
+        for seconds in (10**12, -(10**11)):
+            request = admin_pb2.ListRampsForReviewRequest(updated_before=Timestamp(seconds=seconds))
+            with pytest.raises(grpc.RpcError) as exc:
+                admin.ListRampsForReview(request, metadata=auth, timeout=5)
+            assert (failure(exc.value).code, failure(exc.value).reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "INVALID_TIMESTAMP",
+            )
