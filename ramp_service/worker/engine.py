@@ -264,13 +264,9 @@ class PhaseProcessor:
             return False
         if isinstance(outcome, Fail):
             if flow.spec(phase).holds_funds:  # the user's money is out there: a person decides
-                await self._manual_review(
-                    claim,
-                    phase,
-                    f"{outcome.reason}: {outcome.message}",
-                    ErrorEntry(phase, outcome.reason, outcome.message, False),
+                return await self._apply(
+                    claim, flow, phase, Review(outcome.reason, outcome.message)
                 )
-                return False
             flow.check_transition(phase, FAILED)
             await self._queue.move(
                 claim,

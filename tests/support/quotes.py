@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pendulumpay.quote.v1 import quote_pb2
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2
+from service_kit.grpc_server import RunningServer, build_server
 
 
 def sell_request(amount: str = "100", **overrides: object) -> quote_pb2.CreateQuoteRequest:
@@ -34,3 +35,18 @@ def sell_register_request(
             wallet_address=pendulum, destination="DE89370400440532013000"
         ),
     )
+
+
+async def serve_quote_standin(
+    servicer: quote_pb2_grpc.QuoteServiceServicer, host: str = "127.0.0.1", port: int = 0
+) -> RunningServer:
+    """A stand-in QuoteService (a test's own servicer) on a real gRPC server, started."""
+    running = build_server(
+        host,
+        port,
+        lambda s: quote_pb2_grpc.add_QuoteServiceServicer_to_server(servicer, s),
+        ["pendulumpay.quote.v1.QuoteService"],
+        log_rpcs=False,
+    )
+    await running.start()
+    return running

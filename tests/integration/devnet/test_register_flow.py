@@ -166,36 +166,29 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     )
     pendulum = ephemeral_pendulum()
     destination = ephemeral_pendulum().ss58_address
+
+    def register(to: str) -> ramp_pb2.Ramp:
+        return stack.ramps.RegisterRamp(
+            ramp_pb2.RegisterRampRequest(
+                quote_id=quote.id,
+                signing_accounts=[
+                    ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address)
+                ],
+                additional_data=ramp_pb2.AdditionalData(
+                    wallet_address=destination, destination=to, tax_id="529.982.247-25"
+                ),
+            ),
+            timeout=30,
+        )
+
     # An AssetHub destination that is no account is refused before the quote is consumed.
     for bad in ("hello", "0x" + "ab" * 32):
         with pytest.raises(grpc.RpcError) as refused:
-            stack.ramps.RegisterRamp(
-                ramp_pb2.RegisterRampRequest(
-                    quote_id=quote.id,
-                    signing_accounts=[
-                        ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address)
-                    ],
-                    additional_data=ramp_pb2.AdditionalData(
-                        wallet_address=destination, destination=bad, tax_id="529.982.247-25"
-                    ),
-                ),
-                timeout=30,
-            )
+            register(bad)
         assert failure(refused.value).reason == "INVALID_RAMP_REQUEST", bad
     pending = stack.quotes.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
     assert pending.status == quote_pb2.Quote.PENDING
-    ramp = stack.ramps.RegisterRamp(
-        ramp_pb2.RegisterRampRequest(
-            quote_id=quote.id,
-            signing_accounts=[
-                ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address)
-            ],
-            additional_data=ramp_pb2.AdditionalData(
-                wallet_address=destination, destination=destination, tax_id="529.982.247-25"
-            ),
-        ),
-        timeout=30,
-    )
+    ramp = register(destination)
     assert ramp.deposit_instructions.pix_copy_paste.startswith("000201")
     assert ramp.deposit_instructions.amount == "500.00"
     assert [t.phase for t in ramp.unsigned_txs] == [

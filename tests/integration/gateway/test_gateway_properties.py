@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
-from service_kit.grpc_server import RunningServer, build_server
 from tests.support.aio import LoopThread
 from tests.support.envoy import Gateway, start_gateway
+from tests.support.quotes import serve_quote_standin
 
 
 class MetadataEcho(quote_pb2_grpc.QuoteServiceServicer):
@@ -36,18 +36,7 @@ class MetadataEcho(quote_pb2_grpc.QuoteServiceServicer):
 
 @pytest.fixture
 def echo_gateway(aio_loop: LoopThread, tmp_path: Path) -> Iterator[Gateway]:
-    async def build() -> RunningServer:
-        running = build_server(
-            "127.0.0.1",
-            0,
-            lambda s: quote_pb2_grpc.add_QuoteServiceServicer_to_server(MetadataEcho(), s),
-            ["pendulumpay.quote.v1.QuoteService"],
-            log_rpcs=False,
-        )
-        await running.start()
-        return running
-
-    upstream = aio_loop.run(build())
+    upstream = aio_loop.run(serve_quote_standin(MetadataEcho()))
     gateway = start_gateway(
         tmp_path, True, quote_upstream=f"127.0.0.1:{upstream.port}", ramp_upstream=""
     )
@@ -202,19 +191,7 @@ def test_concurrent_requests_spread_over_several_upstream_connections(
     gateway must not funnel a busy upstream into one connection per worker thread (Envoy's
     default): 16 concurrent calls at 4 streams per connection need at least 4 connections."""
     slow = SlowPeers()
-
-    async def build() -> RunningServer:
-        running = build_server(
-            "127.0.0.1",
-            0,
-            lambda s: quote_pb2_grpc.add_QuoteServiceServicer_to_server(slow, s),
-            ["pendulumpay.quote.v1.QuoteService"],
-            log_rpcs=False,
-        )
-        await running.start()
-        return running
-
-    upstream = aio_loop.run(build())
+    upstream = aio_loop.run(serve_quote_standin(slow))
     gateway = start_gateway(
         tmp_path,
         True,

@@ -10,9 +10,9 @@ import grpc
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from ramp_service.adapters.quote_client import quote_channel
-from service_kit.grpc_server import RunningServer, build_server
 from tests.support.aio import LoopThread
 from tests.support.processes import free_port
+from tests.support.quotes import serve_quote_standin
 
 
 class Named(quote_pb2_grpc.QuoteServiceServicer):
@@ -33,18 +33,7 @@ def test_calls_take_turns_over_every_resolved_address(aio_loop: LoopThread) -> N
     calls: Counter[str] = Counter()
     hosts = ["127.0.0.1", "127.0.0.2"]  # two "pods" on one port, as a headless Service gives
 
-    async def start(host: str) -> RunningServer:
-        running = build_server(
-            host,
-            port,
-            lambda s: quote_pb2_grpc.add_QuoteServiceServicer_to_server(Named(host, calls), s),
-            ["pendulumpay.quote.v1.QuoteService"],
-            log_rpcs=False,
-        )
-        await running.start()
-        return running
-
-    servers = [aio_loop.run(start(host)) for host in hosts]
+    servers = [aio_loop.run(serve_quote_standin(Named(h, calls), h, port)) for h in hosts]
 
     async def call_many() -> list[str]:
         channel = quote_channel(f"ipv4:{hosts[0]}:{port},{hosts[1]}:{port}")
