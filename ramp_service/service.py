@@ -44,10 +44,10 @@ from ramp_service.domain.ramp import (
     RecordedError,
     StoredTx,
     check_additional_data,
-    check_payout_unchanged,
     parse_ramp_id,
     parse_signing_accounts,
     ramp_id_for_quote,
+    updated_data,
 )
 from ramp_service.ports import QuoteClient, RegistrationChains, RegistrationPlan
 from service_kit.db import DirectPool
@@ -195,9 +195,7 @@ class RampService:
         if record.status is not RampStatus.REGISTERED:
             raise RampNotInitial(ramp_id, record.status.value)
         payloads = await self._verified(record, presigned)
-        check_payout_unchanged(record.additional_data, data)
-        merged = record.additional_data.merged(data)
-        check_additional_data(record.quote, merged)
+        merged = updated_data(record, data)
         async with self._sessions.begin() as session:
             repo = RampRepository(session)
             row = await repo.lock(record.id)
@@ -223,9 +221,7 @@ class RampService:
         payloads = await self._verified(record, presigned)
         if record.status is not RampStatus.REGISTERED:
             return self._repeated_start(record, payloads)
-        check_payout_unchanged(record.additional_data, data)
-        merged = record.additional_data.merged(data)
-        check_additional_data(record.quote, merged)
+        merged = updated_data(record, data)
         now = self._clock()
         if now >= record.start_deadline:
             raise StartDeadlinePassed(ramp_id)

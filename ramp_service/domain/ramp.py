@@ -154,10 +154,12 @@ def check_additional_data(quote: QuoteSnapshot, data: AdditionalData) -> None:
         raise InvalidRampRequest(violations)
 
 
-def check_payout_unchanged(registered: AdditionalData, update: AdditionalData) -> None:
-    """Where the money goes is fixed at register: the anchor withdrawal (SELL), the PIX charge
-    and the XCM transfer (BUY) were made with it, so a later value would be shown but not
-    paid to. Repeating the registered value is fine; the wallet address may change."""
+def updated_data(record: RampRecord, update: AdditionalData) -> AdditionalData:
+    """The ramp's data with `update`'s non-empty fields applied, checked. Where the money goes
+    is fixed at register: the anchor withdrawal (SELL), the PIX charge and the XCM transfer
+    (BUY) were made with it, so a later value would be shown but not paid to. Repeating the
+    registered value is fine; the wallet address may change."""
+    registered = record.additional_data
     violations = [
         FieldViolation(f"additional_data.{name}", "fixed at register; register a new ramp")
         for name in ("destination", "tax_id")
@@ -165,6 +167,9 @@ def check_payout_unchanged(registered: AdditionalData, update: AdditionalData) -
     ]
     if violations:
         raise InvalidRampRequest(violations)
+    merged = registered.merged(update)
+    check_additional_data(record.quote, merged)
+    return merged
 
 
 def is_iban(text: str) -> bool:
