@@ -27,8 +27,8 @@ def main() -> None:
     cluster = GatewaySettings(
         host="0.0.0.0",
         port=8080,
-        quote_upstream="quote-service:50051",
-        ramp_upstream="ramp-service:50052",
+        quote_upstream="quote-service:15051",
+        ramp_upstream="ramp-service:15052",
         descriptor_path=build / "descriptors.pb",
         openapi_path=MOUNT / "openapi.json",
     )

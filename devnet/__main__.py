@@ -34,6 +34,7 @@ from service_kit.logs import configure_logging
 
 log = logging.getLogger("devnet")
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS = {"horizon": "8000", "anchor": "8001", "pix": "8002", "substrate": "9944"}
 
 
 def _keys(path: Path) -> dict[str, str]:
@@ -51,9 +52,9 @@ async def _site(app: web.Application, host: str, port: int) -> web.AppRunner:
 async def main() -> None:
     """Serve every stand-in until a signal arrives."""
     host = os.environ.get("DEVNET_HOST", "127.0.0.1")
-    defaults = (("horizon", "8000"), ("anchor", "8001"), ("pix", "8002"), ("substrate", "9944"))
     ports = {
-        name: int(os.environ.get(f"DEVNET_{name.upper()}_PORT", port)) for name, port in defaults
+        name: int(os.environ.get(f"DEVNET_{name.upper()}_PORT", port))
+        for name, port in DEFAULT_PORTS.items()
     }
     keys = _keys(Path(os.environ.get("DEVNET_KEYS_FILE", ROOT / ".data" / "devnet" / "keys.json")))
     anchor = Keypair.from_secret(keys["anchor"])

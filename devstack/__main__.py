@@ -21,13 +21,27 @@ from service_kit.logs import configure_logging
 
 log = logging.getLogger("devstack")
 
+# Where `make run` listens unless the named variable says otherwise. Every port lies below
+# 32768, outside Linux's ephemeral range (32768-60999): a listener inside it can find its port
+# briefly held by some outgoing connection and fail to bind.
+LOCAL_PORTS = {
+    "QUOTE_GRPC_PORT": "15051",
+    "RAMP_GRPC_PORT": "15052",
+    "GATEWAY_PORT": "8080",
+    "WORKER_METRICS_PORT": "9464",
+}
+
+
+def _port(variable: str) -> str:
+    return os.environ.get(variable, LOCAL_PORTS[variable])
+
 
 def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, extra environment) of every long-running process."""
     py = sys.executable
     keys = load_or_create_keys(DATA_DIR / "devnet" / "keys.json")
-    quote_port = os.environ.get("QUOTE_GRPC_PORT", "50051")
-    ramp_port = os.environ.get("RAMP_GRPC_PORT", "50052")
+    quote_port = _port("QUOTE_GRPC_PORT")
+    ramp_port = _port("RAMP_GRPC_PORT")
     return [
         (
             "devnet",
@@ -53,7 +67,7 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
                 "DATABASE_URL": url,
                 "STELLAR_FUNDING_SECRET": keys["stellar_funding"],
                 "PENDULUM_FUNDING_SEED": keys["pendulum_funding"],
-                "METRICS_PORT": os.environ.get("WORKER_METRICS_PORT", "9464"),
+                "METRICS_PORT": _port("WORKER_METRICS_PORT"),
                 "WORKER_CHAIN_POLL_MS": "500",
             },
         ),
@@ -61,7 +75,7 @@ def _processes(url: str) -> list[tuple[str, list[str], dict[str, str]]]:
             "gateway",
             [py, "-m", "gateway"],
             {
-                "GATEWAY_PORT": os.environ.get("GATEWAY_PORT", "8080"),
+                "GATEWAY_PORT": _port("GATEWAY_PORT"),
                 "GATEWAY_QUOTE_UPSTREAM": f"127.0.0.1:{quote_port}",
                 "GATEWAY_RAMP_UPSTREAM": f"127.0.0.1:{ramp_port}",
             },
@@ -79,8 +93,8 @@ def _write_state(url: str, children: dict[str, subprocess.Popen[bytes]]) -> None
     state = {
         "pid": os.getpid(),
         "database_url": url,
-        "quote_address": f"127.0.0.1:{os.environ.get('QUOTE_GRPC_PORT', '50051')}",
-        "ramp_address": f"127.0.0.1:{os.environ.get('RAMP_GRPC_PORT', '50052')}",
+        "quote_address": f"127.0.0.1:{_port('QUOTE_GRPC_PORT')}",
+        "ramp_address": f"127.0.0.1:{_port('RAMP_GRPC_PORT')}",
         "pids": {name: child.pid for name, child in children.items()},
     }
     partial = STATE_FILE.with_name(f".{STATE_FILE.name}.{os.getpid()}")
@@ -163,4 +177,5 @@ def main() -> int:
     return 2
 
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

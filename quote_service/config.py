@@ -13,6 +13,6 @@ from service_kit.config import ServiceSettings
 class QuoteSettings(ServiceSettings):
     """QUOTE_TTL_S and PRICING_FILE on top of the shared service settings."""
 
-    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_port: int = Field(15051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     quote_ttl_s: int = Field(600, ge=10, le=86400, description="How long a quote stays usable.")
     pricing_file: Path = Field(DEFAULT_PRICING_FILE, description="Fee schedule and pool JSON.")

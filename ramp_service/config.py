@@ -10,9 +10,9 @@ from service_kit.config import ServiceSettings
 class RampSettings(ServiceSettings):
     """Ramp service settings on top of the shared service settings."""
 
-    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_port: int = Field(15052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     quote_service_target: str = Field(
-        "127.0.0.1:50051",
+        "127.0.0.1:15051",
         description="Quote service gRPC target (host:port or dns:///name:port; calls are"
         " balanced round robin over every address it resolves to).",
     )

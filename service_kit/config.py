@@ -15,7 +15,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     grpc_host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
-    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_port: int = Field(15051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     grpc_processes: int = Field(
         1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT)."
     )

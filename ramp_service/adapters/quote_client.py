@@ -55,7 +55,7 @@ def _snapshot(quote: quote_pb2.Quote) -> QuoteSnapshot:
 # Every address the target resolves to gets its own connection and calls take turns over
 # them: with grpc's default (pick_first) one ramp process would send all its quote calls to one
 # quote pod, whatever the quote service scaled to. In Kubernetes the target is the headless
-# Service, `dns:///quote-service:50051`, which resolves to every ready pod.
+# Service, `dns:///quote-service:15051`, which resolves to every ready pod.
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 

@@ -118,7 +118,7 @@ def test_grpc_services_resolve_to_every_pod(
     assert services["ramp-service"]["spec"]["clusterIP"] == "None"
     config = by_kind(docs, "ConfigMap")
     (settings,) = [c for name, c in config.items() if name.startswith("pendulumpay-config")]
-    assert settings["data"]["QUOTE_SERVICE_TARGET"] == "dns:///quote-service:50051"
+    assert settings["data"]["QUOTE_SERVICE_TARGET"] == "dns:///quote-service:15051"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
