@@ -123,13 +123,14 @@ class RampService:
             holder, in_use = await register_conflicts(conn, quote.id, list(accounts.values()))
         if holder is not None:
             return await self._existing_registration(ramp_id, command)
-        if quote.status == "EXPIRED":
+        if quote.status == "EXPIRED" or self._clock() >= quote.expires_at:
             # Fail before touching chains or partners; consume_quote re-checks atomically.
             raise QuoteUnusable("QUOTE_EXPIRED", f"quote {quote.id} is expired")
         # CONSUMED with no ramp holding it: an earlier attempt consumed it for this very ramp
         # id (derived from the quote) and stopped before storing the ramp (a partner timed
-        # out, the process died). consume_quote answers that ramp id again, so the retry
-        # finishes the registration; a quote consumed for another ramp is refused there.
+        # out, the process died). consume_quote answers that ramp id again until the quote's
+        # expiry, so the retry finishes the registration; a quote consumed for another ramp
+        # is refused there. (A consumed quote reads CONSUMED past expiry: hence the clock above.)
         for network, address in sorted(in_use):
             raise EphemeralNotFresh(network, address, "already used by another ramp")
         for account in accounts.values():

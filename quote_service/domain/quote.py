@@ -49,11 +49,17 @@ class QuoteTicket:
         return self.status
 
     def check_consumable_by(self, ramp_id: str, now: datetime) -> bool:
-        """True when `ramp_id` already holds the quote; raise when it cannot take it."""
+        """True when `ramp_id` already holds the quote; raise when it cannot take it.
+
+        Taking it again is the retry of a register that consumed the quote and stopped before
+        storing its ramp; that retry, like a first take, must come before the quote expires:
+        otherwise the quote's price would stay open to its ramp id for ever."""
         if self.status is QuoteStatus.CONSUMED:
-            if self.consumed_by == ramp_id:
-                return True
-            raise QuoteConsumed(str(self.id))
+            if self.consumed_by != ramp_id:
+                raise QuoteConsumed(str(self.id))
+            if now >= self.expires_at:
+                raise QuoteExpired(str(self.id))
+            return True
         if self.status_at(now) is QuoteStatus.EXPIRED:
             raise QuoteExpired(str(self.id))
         return False

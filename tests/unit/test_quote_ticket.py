@@ -33,7 +33,9 @@ def test_consumable_rules() -> None:
     t = ticket()
     assert t.check_consumable_by("r1", NOW) is False
     consumed = QuoteTicket(**{**vars(t), "status": QuoteStatus.CONSUMED, "consumed_by": "r1"})
-    assert consumed.check_consumable_by("r1", NOW + timedelta(days=1)) is True
+    assert consumed.check_consumable_by("r1", NOW + timedelta(minutes=9)) is True
+    with pytest.raises(QuoteExpired):  # its price is not held open past expiry
+        consumed.check_consumable_by("r1", NOW + timedelta(minutes=10))
     with pytest.raises(QuoteConsumed):
         consumed.check_consumable_by("r2", NOW)
     with pytest.raises(QuoteExpired):

@@ -233,6 +233,32 @@ def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stac
     assert failure(taken.value).reason == "QUOTE_CONSUMED"
 
 
+def test_a_cut_off_register_cannot_be_retried_after_its_quote_expired(
+    stack: Stack, clock: FakeClock
+) -> None:
+    """The retry that finishes a cut-off registration comes before the quote's expiry like any
+    register: the consumed quote must not hold its price open to its ramp id for ever."""
+    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
+    stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
+    request = sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address)
+    httpx.post(
+        f"{stack.anchor_url}/dev/faults",
+        json={"fail_next": 1, "fail_status": 400, "paths": ["/sep24/transactions/withdraw"]},
+        timeout=5,
+    ).raise_for_status()
+    with pytest.raises(grpc.RpcError):
+        stack.ramps.RegisterRamp(request, timeout=30)
+    clock.advance(minutes=10)  # the quote's TTL
+    with pytest.raises(grpc.RpcError) as late:
+        stack.ramps.RegisterRamp(request, timeout=30)
+    assert late.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert failure(late.value).reason == "QUOTE_EXPIRED"
+    assert (
+        stack.quotes.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5).status
+        == quote_pb2.Quote.CONSUMED
+    )
+
+
 def test_racing_registers_on_one_quote_make_exactly_one_ramp(stack: Stack) -> None:
     quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
     bodies = [
