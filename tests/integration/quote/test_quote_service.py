@@ -166,13 +166,25 @@ def test_expiry_with_an_injected_clock(quote_stub: Stub, clock: FakeClock) -> No
     )
 
 
-def test_consume_after_consumption_stays_with_the_holder_after_expiry(
+def test_a_holder_s_repeated_consume_is_answered_until_expiry_and_the_quote_stays_its(
     quote_stub: Stub, clock: FakeClock
 ) -> None:
+    """The holder's repeat (a register retried after it consumed the quote and stopped before
+    storing its ramp) succeeds until the quote expires, not after: the price is not held open
+    for ever. The quote stays consumed by its holder either way."""
     quote = quote_stub.CreateQuote(sell_request(), timeout=5)
     consume(quote_stub, quote.id, "ramp-a")
-    clock.advance(hours=1)
+    clock.advance(minutes=9)
     assert consume(quote_stub, quote.id, "ramp-a").quote.status == quote_pb2.Quote.CONSUMED
+    clock.advance(minutes=1)
+    with pytest.raises(grpc.RpcError) as late:
+        consume(quote_stub, quote.id, "ramp-a")
+    assert failure(late.value).reason == "QUOTE_EXPIRED"
+    held = quote_stub.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
+    assert held.status == quote_pb2.Quote.CONSUMED
+    with pytest.raises(grpc.RpcError) as taken:  # and no other ramp may take it
+        consume(quote_stub, quote.id, "ramp-b")
+    assert failure(taken.value).reason == "QUOTE_CONSUMED"
 
 
 def test_consume_rejects_bad_ids(quote_stub: Stub) -> None:
