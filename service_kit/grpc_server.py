@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -142,10 +142,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             outcome = "OK"
             try:
-                if isinstance(request, Message) and (bad := control_characters(request)):
-                    raise errors.InvalidInput(
-                        "INVALID_TEXT", "text fields may not hold control characters", bad
-                    )
+                if isinstance(request, Message):
+                    if bad := control_characters(request):
+                        raise errors.InvalidInput(
+                            "INVALID_TEXT", "text fields may not hold control characters", bad
+                        )
+                elif isinstance(request, _Undecodable):
+                    raise _refuse_undecodable(request)
                 return await inner(request, context)
             except errors.DomainError as exc:
                 code = status_code_for(exc)
@@ -174,9 +177,37 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request body the message type could not parse (bad UTF-8 in a string field, or not
+    protobuf at all): the handler refuses it with a reason instead of grpc answering UNKNOWN
+    with the parser's exception text."""
+
+    detail: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return parse
+
+
+def _refuse_undecodable(request: _Undecodable) -> errors.InvalidInput:
+    if "UTF-8" in request.detail:  # REST path and query parameters arrive as string fields
+        return errors.InvalidInput("INVALID_TEXT", "text fields must be valid UTF-8")
+    return errors.InvalidInput("MALFORMED_REQUEST", "the request is not a valid message")
 
 
 @dataclass

@@ -88,6 +88,9 @@ def test_ramp_errors_and_history_over_rest(
     # A NUL or an address no wallet has: 400 with a reason, never a 500.
     nul = rest.get("/v1/ramp/history/5W%00allet")
     assert (nul.status_code, reason(nul)) == (400, "INVALID_TEXT"), nul.text
+    for path in ("/v1/ramp/%FF", "/v1/ramp/history/5W%C3allet", "/v1/ramp/quotes/%FF"):
+        bad_utf8 = rest.get(path)  # not UTF-8 once decoded: 400 with a reason, never a 500
+        assert (bad_utf8.status_code, reason(bad_utf8)) == (400, "INVALID_TEXT"), bad_utf8.text
     huge = rest.get("/v1/ramp/history/" + "5" * 300)
     assert (huge.status_code, reason(huge)) == (400, "INVALID_RAMP_REQUEST"), huge.text
     bad = rest.post("/v1/ramp/start", json={"rampId": str(registered.id), "presignedTxs": "nope"})

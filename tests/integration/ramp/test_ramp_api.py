@@ -388,6 +388,29 @@ def test_list_by_wallet_refuses_what_no_wallet_address_looks_like(ramp_stub: Stu
         )
 
 
+def test_a_body_that_does_not_parse_is_refused_with_a_reason(ramp_server: RunningServer) -> None:
+    """Bad UTF-8 in a string field (a REST path parameter like /v1/ramp/%FF arrives so) and
+    bytes that are not protobuf at all: INVALID_ARGUMENT with a reason, not UNKNOWN with the
+    parser's exception text."""
+    with grpc.insecure_channel(f"127.0.0.1:{ramp_server.port}") as channel:
+        get_ramp = channel.unary_unary(
+            "/pendulumpay.ramp.v1.RampService/GetRamp",
+            request_serializer=lambda raw: raw,
+            response_deserializer=ramp_pb2.Ramp.FromString,
+        )
+        for body, reason in (
+            (b"\x0a\x02\xc3\x28", "INVALID_TEXT"),  # field 1 (id): an invalid UTF-8 sequence
+            (b"\x0a\xff", "MALFORMED_REQUEST"),  # a length running past the end
+        ):
+            with pytest.raises(grpc.RpcError) as exc:
+                get_ramp(body, timeout=5)
+            assert (failure(exc.value).code, failure(exc.value).reason) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                reason,
+            ), exc.value.details()
+            assert "DecodeError" not in (exc.value.details() or "")
+
+
 def test_review_listing_refuses_an_unrepresentable_time(
     ramp_stub: Stub, ramp_server: RunningServer, registered: RampRecord
 ) -> None:
