@@ -24,6 +24,7 @@ from substrateinterface.utils.ss58 import ss58_decode
 
 from ramp_service.chains.errors import ChainError
 from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.pendulum import CONNECTION_ERRORS as PENDULUM_CONNECTION_ERRORS
 from ramp_service.chains.pendulum import SS58_FORMAT, IssuedCall, PendulumChain
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.config import RampSettings
@@ -202,16 +203,25 @@ class ChainRegistration:
         await self._pix.close()
 
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
-        """Check a presigned transaction against the issued one; return what to submit."""
+        """Check a presigned transaction against the issued one; return what to submit.
+
+        Pendulum verification needs the runtime's metadata: a process that could not load it
+        (the node was down at start and still is) answers CHAIN_UNAVAILABLE, as register does,
+        not an internal error."""
         if issued.network is Network.STELLAR:
             return self._stellar.verify_presigned(issued.tx_data, presigned.tx_data, issued.signer)
         call = IssuedCall(issued.meta["call"], issued.signer, issued.nonce, issued.tx_data)
-        signed = (
-            self._pendulum.assemble(call, presigned.signature)
-            if presigned.signature
-            else presigned.tx_data
-        )
-        return self._pendulum.verify_presigned(call, signed)
+        try:
+            signed = (
+                self._pendulum.assemble(call, presigned.signature)
+                if presigned.signature
+                else presigned.tx_data
+            )
+            return self._pendulum.verify_presigned(call, signed)
+        except PENDULUM_CONNECTION_ERRORS as exc:
+            raise ChainUnavailable(f"pendulum: PENDULUM_UNREACHABLE ({type(exc).__name__})") from exc
+        except ChainError as exc:
+            raise ChainUnavailable(f"pendulum: {exc.reason}") from exc
 
 
 @dataclass(frozen=True)

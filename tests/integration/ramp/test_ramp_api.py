@@ -26,6 +26,7 @@ from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_ramp_server
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.grpc_errors import failure
+from tests.support.processes import free_port
 from tests.support.quotes import sell_request
 from tests.support.ramps import insert_registered, sell_record
 
@@ -130,6 +131,62 @@ def test_start_needs_every_presigned_transaction(
             ramp_pb2.StartRampRequest(ramp_id=str(record.id), presigned_txs=[extra]), timeout=5
         )
     assert failure(exc.value).fields == ["presigned_txs[0]"]
+
+
+def test_a_pendulum_signature_checked_with_the_node_unreachable_is_chain_unavailable(
+    quote_server: RunningServer,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Checking a Pendulum signature needs the runtime's metadata; a process that could not
+    load it (no node at its start, none now) answers UNAVAILABLE/CHAIN_UNAVAILABLE, which a
+    client retries, not INTERNAL."""
+    nowhere = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    server = start_ramp_server(
+        aio_loop, database_url, quote_server.port, clock, substrate_url=nowhere
+    )
+    made = sell_record(clock.now)
+    signer = Keypair.create_from_uri("//Ephemeral", ss58_format=56).ss58_address
+    record = dataclasses.replace(  # a swap issued as register issues it: a call, a real signer
+        made,
+        txs=tuple(
+            dataclasses.replace(
+                t,
+                issued=dataclasses.replace(
+                    t.issued, signer=signer, meta={**t.issued.meta, "call": "0x0000"}
+                ),
+            )
+            if t.issued.phase == "nablaSwap"
+            else t
+            for t in made.txs
+        ),
+    )
+    aio_loop.run(insert_registered(sessions, record))
+    swap = next(t.issued for t in record.txs if t.issued.phase == "nablaSwap")
+    presigned = ramp_pb2.PresignedTx(
+        phase=swap.phase,
+        network=swap.network.value,
+        signer=swap.signer,
+        nonce=swap.nonce,
+        tx_data="0x1234",
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = ramp_pb2_grpc.RampServiceStub(channel)
+            for call, request_type in (
+                (stub.UpdateRamp, ramp_pb2.UpdateRampRequest),
+                (stub.StartRamp, ramp_pb2.StartRampRequest),
+            ):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(request_type(ramp_id=str(record.id), presigned_txs=[presigned]), timeout=30)
+                assert (failure(exc.value).code, failure(exc.value).reason) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    "CHAIN_UNAVAILABLE",
+                ), exc.value.details()
+    finally:
+        aio_loop.run(server.stop(0))
 
 
 @pytest.mark.parametrize(
