@@ -219,7 +219,9 @@ class ChainRegistration:
             )
             return self._pendulum.verify_presigned(call, signed)
         except PENDULUM_CONNECTION_ERRORS as exc:
-            raise ChainUnavailable(f"pendulum: PENDULUM_UNREACHABLE ({type(exc).__name__})") from exc
+            raise ChainUnavailable(
+                f"pendulum: PENDULUM_UNREACHABLE ({type(exc).__name__})"
+            ) from exc
         except ChainError as exc:
             raise ChainUnavailable(f"pendulum: {exc.reason}") from exc
 

@@ -180,7 +180,9 @@ def test_a_pendulum_signature_checked_with_the_node_unreachable_is_chain_unavail
                 (stub.StartRamp, ramp_pb2.StartRampRequest),
             ):
                 with pytest.raises(grpc.RpcError) as exc:
-                    call(request_type(ramp_id=str(record.id), presigned_txs=[presigned]), timeout=30)
+                    call(
+                        request_type(ramp_id=str(record.id), presigned_txs=[presigned]), timeout=30
+                    )
                 assert (failure(exc.value).code, failure(exc.value).reason) == (
                     grpc.StatusCode.UNAVAILABLE,
                     "CHAIN_UNAVAILABLE",
