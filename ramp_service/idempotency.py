@@ -11,6 +11,8 @@ taken over once its lock expires. Keys are scoped to the RPC and live `ttl` (24 
 from __future__ import annotations
 
 import hashlib
+import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -25,6 +27,7 @@ from ramp_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReus
 from service_kit.errors import InvalidInput
 
 M = TypeVar("M", bound=Message)
+log = logging.getLogger("idempotency")
 MAX_KEY_LENGTH = 255
 
 
@@ -64,18 +67,22 @@ class IdempotencyStore:
                 "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-255 printable characters"
             )
         fingerprint = request_fingerprint(request)
-        replay = await self._claim(rpc, key, fingerprint)
+        claim = uuid.uuid4()
+        replay = await self._claim(rpc, key, fingerprint, claim)
         if replay is not None:
             return response_type.FromString(replay)
         try:
             response = await execute()
         except BaseException:
-            await self._release(rpc, key)
+            await self._release(rpc, key, claim)
             raise
-        await self._complete(rpc, key, response.SerializeToString())
+        if not await self._complete(rpc, key, claim, response.SerializeToString()):
+            # We ran past the lock and a retry took the key over: its response is the one
+            # stored. Ours is as true (every use case is safe to re-run), so the caller gets it.
+            log.warning("idempotency claim lost before completion", extra={"rpc": rpc})
         return response
 
-    async def _claim(self, rpc: str, key: str, fingerprint: str) -> bytes | None:
+    async def _claim(self, rpc: str, key: str, fingerprint: str, claim: uuid.UUID) -> bytes | None:
         """Claim the key (None) or return the stored response; raise when neither is possible."""
         now = self._clock()
         async with self._sessions.begin() as session:
@@ -88,6 +95,7 @@ class IdempotencyStore:
                     state="IN_PROGRESS",
                     created_at=now,
                     locked_until=now + self._lock_for,
+                    claim=claim,
                 )
                 .on_conflict_do_nothing()
                 .returning(IdempotencyKeyRow.key)
@@ -125,26 +133,36 @@ class IdempotencyStore:
                     grpc_code=None,
                     created_at=now,
                     locked_until=now + self._lock_for,
+                    claim=claim,
                 )
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 raise IdempotencyInProgress()
             return None
 
-    async def _complete(self, rpc: str, key: str, response: bytes) -> None:
+    async def _complete(self, rpc: str, key: str, claim: uuid.UUID, response: bytes) -> bool:
+        """Store the response under our own claim; False when the key is no longer ours."""
         async with self._sessions.begin() as session:
-            await session.execute(
+            done = await session.execute(
                 update(IdempotencyKeyRow)
-                .where(IdempotencyKeyRow.rpc == rpc, IdempotencyKeyRow.key == key)
+                .where(
+                    IdempotencyKeyRow.rpc == rpc,
+                    IdempotencyKeyRow.key == key,
+                    IdempotencyKeyRow.claim == claim,
+                    IdempotencyKeyRow.state == "IN_PROGRESS",
+                )
                 .values(state="COMPLETED", response=response, grpc_code=0)
             )
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _release(self, rpc: str, key: str) -> None:
+    async def _release(self, rpc: str, key: str, claim: uuid.UUID) -> None:
+        """Give up our claim (a failed request), never another request's."""
         async with self._sessions.begin() as session:
             await session.execute(
                 delete(IdempotencyKeyRow).where(
                     IdempotencyKeyRow.rpc == rpc,
                     IdempotencyKeyRow.key == key,
+                    IdempotencyKeyRow.claim == claim,
                     IdempotencyKeyRow.state == "IN_PROGRESS",
                 )
             )

@@ -176,6 +176,9 @@ class IdempotencyKeyRow(Base):
     grpc_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(TS)
     locked_until: Mapped[datetime] = mapped_column(TS)
+    # The token of the request holding or last holding the key: only it completes or
+    # releases its claim (a request that ran past its lock may have lost the key to a retry).
+    claim: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class OperationRow(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -169,3 +169,59 @@ def test_a_dead_holder_is_taken_over_after_its_lock_expires(
     result, busy = aio_loop.run(scenario())
     assert busy is IdempotencyInProgress
     assert result.id == "second"
+
+
+def test_a_request_that_ran_past_its_lock_cannot_release_or_complete_its_successor_s_claim(
+    engine: AsyncEngine, clock: FakeClock, aio_loop: LoopThread
+) -> None:
+    """A runs past the lock; retry B takes the key over. A's late failure must not free B's
+    claim (a third request would run beside B), and A's late success must not overwrite it."""
+    s = store(engine, clock)
+    a_started, a_fails, a_succeeds = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    b_started, b_done = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def slow_a() -> ramp_pb2.Ramp:
+        a_started.set()
+        await a_fails.wait()
+        raise InvalidInput("PARTNER_REFUSED", "A failed late")
+
+    async def slow_a2() -> ramp_pb2.Ramp:
+        a_started.set()
+        await a_succeeds.wait()
+        return ramp_pb2.Ramp(id="from-a")
+
+    async def b() -> ramp_pb2.Ramp:
+        ran.append("b")
+        b_started.set()
+        await b_done.wait()
+        return ramp_pb2.Ramp(id="from-b")
+
+    async def c() -> ramp_pb2.Ramp:
+        ran.append("c")
+        return ramp_pb2.Ramp(id="from-c")
+
+    async def scenario(
+        key: str, a_execute: Callable[[], Awaitable[ramp_pb2.Ramp]], a_finishes: asyncio.Event
+    ) -> ramp_pb2.Ramp:
+        a_started.clear()
+        b_started.clear()
+        b_done.clear()
+        first = asyncio.ensure_future(s.run("StartRamp", key, REQUEST, ramp_pb2.Ramp, a_execute))
+        await a_started.wait()
+        clock.advance(seconds=31)  # A's lock expires while it still runs
+        second = asyncio.ensure_future(s.run("StartRamp", key, REQUEST, ramp_pb2.Ramp, b))
+        await b_started.wait()
+        a_finishes.set()  # A ends now, B still running
+        await asyncio.gather(first, return_exceptions=True)
+        with pytest.raises(IdempotencyInProgress):  # B still holds the key
+            await s.run("StartRamp", key, REQUEST, ramp_pb2.Ramp, c)
+        b_done.set()
+        await second
+        return await s.run("StartRamp", key, REQUEST, ramp_pb2.Ramp, c)  # B's, replayed
+
+    replay = aio_loop.run(scenario("key-late-fail", slow_a, a_fails))
+    assert (replay.id, ran) == ("from-b", ["b"])
+    ran.clear()
+    replay = aio_loop.run(scenario("key-late-success", slow_a2, a_succeeds))
+    assert (replay.id, ran) == ("from-b", ["b"])
