@@ -23,6 +23,14 @@ class CleanupSettings(BaseSettings):
         ),
     )
     quote_retention_days: int = Field(60, ge=1, description="Keep expired quotes this long.")
-    idempotency_ttl_hours: int = Field(24, ge=1, description="Keep idempotency keys this long.")
+    idempotency_ttl_s: int = Field(
+        86400,
+        ge=60,
+        description=(
+            "Keep idempotency keys this long: the ramp service's own IDEMPOTENCY_TTL_S (the same "
+            "variable, so one value serves both; a shorter one here would delete keys still "
+            "inside their replay window)."
+        ),
+    )
     statement_timeout_ms: int = Field(10_000, ge=100, description="Per-statement time limit.")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")

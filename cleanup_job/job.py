@@ -102,7 +102,7 @@ class CleanupJob:
         self._delete_old_quotes(
             conn, now - timedelta(days=self._settings.quote_retention_days), batch
         )
-        cutoff = now - timedelta(hours=self._settings.idempotency_ttl_hours)
+        cutoff = now - timedelta(seconds=self._settings.idempotency_ttl_s)
         self._repeat(
             conn,
             "idempotency_keys_deleted",
