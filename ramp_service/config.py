@@ -30,6 +30,16 @@ class RampSettings(ServiceSettings):
     stellar_funding_secret: SecretStr = Field(
         SecretStr(""), description="Secret seed (S...) of the Stellar funding account."
     )
+    stellar_funding_account: str = Field(
+        "",
+        description="Public key (G...) of the Stellar funding account: all the API needs (the "
+        "worker signs with STELLAR_FUNDING_SECRET); empty: derived from that secret, if set.",
+    )
+    pendulum_funding_account: str = Field(
+        "",
+        description="SS58 address of the Pendulum funding account, for the API as above; "
+        "empty: derived from PENDULUM_FUNDING_SEED, if set.",
+    )
     admin_token: SecretStr = Field(
         SecretStr(""), description="Bearer token of the admin API; empty closes it."
     )

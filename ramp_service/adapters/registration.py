@@ -268,26 +268,46 @@ def funding_keys(settings: RampSettings) -> tuple[StellarKeypair | None, Substra
     return stellar, pendulum
 
 
-def build_adapters(settings: RampSettings) -> Adapters:
-    """The adapters for `settings`' networks and partners, and the funding keys if set."""
+def funding_accounts(settings: RampSettings) -> tuple[str, str]:
+    """The funding accounts' public addresses (Stellar, Pendulum), '' where unknown: the ones
+    configured, else derived from the secrets when those are set (local runs). The API needs
+    no more, so a deployment gives it only these and keeps the secrets for the worker. Both
+    given and not matching is a configuration error."""
+    stellar_key, pendulum_key = funding_keys(settings)
+    stellar = settings.stellar_funding_account.strip()
+    pendulum = settings.pendulum_funding_account.strip()
+    if stellar and not StrKey.is_valid_ed25519_public_key(stellar):
+        raise ValueError("STELLAR_FUNDING_ACCOUNT is not a Stellar public key (G...)")
+    if pendulum and not is_substrate_account(pendulum, SS58_FORMAT):
+        raise ValueError("PENDULUM_FUNDING_ACCOUNT is not a Pendulum SS58 address")
+    if stellar and stellar_key and stellar_key.public_key != stellar:
+        raise ValueError("STELLAR_FUNDING_ACCOUNT is not STELLAR_FUNDING_SECRET's account")
+    if pendulum and pendulum_key and pendulum_key.ss58_address != pendulum:
+        raise ValueError("PENDULUM_FUNDING_ACCOUNT is not PENDULUM_FUNDING_SEED's account")
+    return (
+        stellar or (stellar_key.public_key if stellar_key else ""),
+        pendulum or (pendulum_key.ss58_address if pendulum_key else ""),
+    )
+
+
+def _chains_and_partners(
+    settings: RampSettings,
+) -> tuple[StellarChain, PendulumChain, AnchorClient, PixClient]:
     timeout = settings.chain_timeout_s
-    return Adapters(
+    return (
         StellarChain(settings.horizon_url, settings.stellar_network_passphrase, timeout),
         PendulumChain(settings.substrate_url, timeout),
         AnchorClient(settings.anchor_url, timeout),
         PixClient(settings.pix_url, timeout),
-        *funding_keys(settings),
     )
+
+
+def build_adapters(settings: RampSettings) -> Adapters:
+    """The adapters for `settings`' networks and partners, and the funding keys if set (the
+    worker's: it signs)."""
+    return Adapters(*_chains_and_partners(settings), *funding_keys(settings))
 
 
 def build_registration_chains(settings: RampSettings) -> ChainRegistration:
-    """Registration over the adapters for `settings`."""
-    a = build_adapters(settings)
-    return ChainRegistration(
-        a.stellar,
-        a.pendulum,
-        a.anchor,
-        a.pix,
-        a.stellar_funding.public_key if a.stellar_funding else "",
-        a.pendulum_funding.ss58_address if a.pendulum_funding else "",
-    )
+    """Registration over the adapters for `settings`: public funding addresses only."""
+    return ChainRegistration(*_chains_and_partners(settings), *funding_accounts(settings))

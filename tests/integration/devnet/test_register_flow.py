@@ -67,8 +67,11 @@ def stack(
         substrate_url=node.ws_url,
         anchor_url=f"http://127.0.0.1:{anchor_port}",
         pix_url=f"http://127.0.0.1:{pix_port}",
-        stellar_funding_secret=funding.secret,
-        pendulum_funding_seed="//Funding",
+        # Public addresses only, as the API is deployed: it never signs for the funding accounts.
+        stellar_funding_account=funding.public_key,
+        pendulum_funding_account=SubstrateKeypair.create_from_uri(
+            "//Funding", ss58_format=56
+        ).ss58_address,
     )
     with (
         grpc.insecure_channel(f"127.0.0.1:{quote_server.port}") as qc,
