@@ -42,12 +42,21 @@ def _presigned(txs: list[ramp_pb2.PresignedTx]) -> list[PresignedTx]:
     return [PresignedTx(t.phase, t.network, t.signer, t.nonce, t.tx_data, t.signature) for t in txs]
 
 
+# Errors of our own code: their text (an exception's) is for operators, who have it in the
+# worker's log and the database; the public API shows the reason and this.
+INTERNAL_REASONS = frozenset({"PROCESSOR_ERROR", "HANDLER_ERROR"})
+INTERNAL_MESSAGE = "internal error; operators have the details"
+
+
 def error_to_proto(error: RecordedError) -> ramp_pb2.RampError:
     """A recorded error as the API shows it."""
+    internal = error.reason in INTERNAL_REASONS or error.message.startswith(
+        tuple(f"{reason}:" for reason in INTERNAL_REASONS)
+    )
     return ramp_pb2.RampError(
         phase=error.phase,
         reason=error.reason,
-        message=error.message,
+        message=INTERNAL_MESSAGE if internal else error.message,
         recoverable=error.recoverable,
         occurred_at=timestamp(error.occurred_at),
     )

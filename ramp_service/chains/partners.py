@@ -7,9 +7,11 @@ errors, 5xx and 429 are recoverable; other 4xx are not.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,28 +40,51 @@ class PixDeposit:
     status: str
 
 
+def _where(method: str, url: str) -> str:
+    """The call as errors name it: method and path. Errors are stored with the ramp and shown
+    by the public errors endpoint, so no host, credentials or query string."""
+    return f"{method} {urlsplit(url).path}"
+
+
+_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _refusal(text: str) -> str:
+    """The partner's own error code, when its body names one plainly ({"error": "..."} or
+    {"code": "..."}); never the body itself (it may echo personal data or internals)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        for field in ("error", "code"):
+            value = body.get(field)
+            if isinstance(value, str) and _CODE.fullmatch(value):
+                return f" ({value})"
+    return ""
+
+
 async def _call(
     session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> dict[str, Any]:
+    where = _where(method, url)
     try:
         async with session.request(method, url, **kwargs) as response:
             status, text = response.status, await response.text()
     except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors (some also ClientErrors)
-        raise RecoverableError("PARTNER_TIMEOUT", f"{method} {url}: {type(exc).__name__}") from exc
+        raise RecoverableError("PARTNER_TIMEOUT", f"{where}: {type(exc).__name__}") from exc
     except aiohttp.ClientError as exc:
-        raise RecoverableError(
-            "PARTNER_UNREACHABLE", f"{method} {url}: {type(exc).__name__}"
-        ) from exc
+        raise RecoverableError("PARTNER_UNREACHABLE", f"{where}: {type(exc).__name__}") from exc
     if status == 429 or status >= 500:
-        raise RecoverableError("PARTNER_UNAVAILABLE", f"{method} {url}: HTTP {status}")
+        raise RecoverableError("PARTNER_UNAVAILABLE", f"{where}: HTTP {status}")
     if status >= 400:
-        raise UnrecoverableError("PARTNER_REJECTED", f"{method} {url}: HTTP {status} {text[:200]}")
+        raise UnrecoverableError("PARTNER_REJECTED", f"{where}: HTTP {status}{_refusal(text)}")
     try:
         body = json.loads(text)
     except ValueError as exc:
-        raise RecoverableError("PARTNER_BAD_RESPONSE", f"{method} {url}: not JSON") from exc
+        raise RecoverableError("PARTNER_BAD_RESPONSE", f"{where}: not JSON") from exc
     if not isinstance(body, dict):
-        raise RecoverableError("PARTNER_BAD_RESPONSE", f"{method} {url}: not a JSON object")
+        raise RecoverableError("PARTNER_BAD_RESPONSE", f"{where}: not a JSON object")
     return body
 
 

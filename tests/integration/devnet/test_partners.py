@@ -167,6 +167,13 @@ def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: Loop
         == "PARTNER_REJECTED:False"
     )
     assert reason(client.deposit("nope")) == "PARTNER_REJECTED:False"
+    # Stored with the ramp and shown by the public errors endpoint: the call's method and
+    # path, never the partner's address, a query string or its response body.
+    with pytest.raises(UnrecoverableError) as refused:
+        aio_loop.run(client.deposit("nope?token=s3cret"))
+    assert refused.value.message.startswith("GET /") and "HTTP 404" in refused.value.message
+    assert "127.0.0.1" not in refused.value.message and "s3cret" not in refused.value.message
+    assert "{" not in refused.value.message  # no body
     httpx.post(f"{url}/dev/faults", json={"fail_next": 1, "fail_status": 503}, timeout=5)
     assert reason(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest")) == (
         "PARTNER_UNAVAILABLE:True"

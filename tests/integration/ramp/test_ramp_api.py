@@ -329,6 +329,41 @@ def test_errors_newest_first(
     )
 
 
+def test_the_public_errors_show_no_internals_of_our_own_failures(
+    ramp_stub: Stub,
+    registered: RampRecord,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """An exception's text from our own code (a processor or handler bug) is for operators:
+    the unauthenticated errors endpoint and GetRamp show its reason and a fixed message."""
+    internals = "KeyError: 'anchor_token' at /srv/ramp_service/worker/engine.py"
+
+    async def add_errors() -> None:
+        async with sessions.begin() as session:
+            for i, reason in enumerate(("HANDLER_ERROR", "PROCESSOR_ERROR")):
+                session.add(
+                    RampErrorRow(
+                        ramp_id=registered.id,
+                        phase="fundEphemeral",
+                        reason=reason,
+                        message=internals,
+                        recoverable=True,
+                        created_at=clock.now + timedelta(seconds=i),
+                    )
+                )
+
+    aio_loop.run(add_errors())
+    errors = ramp_stub.GetRampErrors(
+        ramp_pb2.GetRampErrorsRequest(id=str(registered.id)), timeout=5
+    ).errors
+    assert [e.reason for e in errors] == ["PROCESSOR_ERROR", "HANDLER_ERROR"]
+    assert all("anchor_token" not in e.message and e.message for e in errors)
+    last = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(registered.id)), timeout=5).last_error
+    assert last.reason == "PROCESSOR_ERROR" and "anchor_token" not in last.message
+
+
 def register_request(quote_id: str) -> ramp_pb2.RegisterRampRequest:
     return ramp_pb2.RegisterRampRequest(
         quote_id=quote_id,
