@@ -18,9 +18,12 @@ class GatewaySettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Interface of the REST listener.")
     port: int = Field(8080, ge=0, le=65535, description="REST listener port.")
     admin_port: int = Field(9901, ge=0, le=65535, description="Envoy admin, loopback only.")
-    quote_upstream: str = Field("127.0.0.1:15051", description="host:port of the quote service.")
+    quote_upstream: str = Field(
+        "127.0.0.1:15051", description="host:port of the quote service (several: comma-separated)."
+    )
     ramp_upstream: str = Field(
-        "127.0.0.1:15052", description="host:port of the ramp service; empty = none."
+        "127.0.0.1:15052",
+        description="host:port of the ramp service (several: comma-separated); empty = none.",
     )
     descriptor_path: Path = Field(ROOT / "build" / "descriptors.pb", description="Descriptor set.")
     openapi_path: Path = Field(

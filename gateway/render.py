@@ -124,8 +124,12 @@ def _typed(type_name: str, **config: Any) -> dict[str, Any]:
     return {"@type": f"type.googleapis.com/{type_name}", **config}
 
 
-def _cluster(name: str, address: str, settings: GatewaySettings) -> dict[str, Any]:
-    host, port = address.rsplit(":", 1)
+def _endpoint(address: str) -> dict[str, Any]:
+    host, port = address.strip().rsplit(":", 1)
+    return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
+
+
+def _cluster(name: str, addresses: str, settings: GatewaySettings) -> dict[str, Any]:
     return {
         "name": name,
         "type": "STRICT_DNS",
@@ -147,17 +151,7 @@ def _cluster(name: str, address: str, settings: GatewaySettings) -> dict[str, An
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": host, "port_value": int(port)}
-                                }
-                            }
-                        }
-                    ]
-                }
+                {"lb_endpoints": [_endpoint(a) for a in addresses.split(",") if a.strip()]}
             ],
         },
         "health_checks": [
@@ -246,7 +240,11 @@ def _http_filters(
                 "envoy.extensions.filters.http.health_check.v3.HealthCheck",
                 pass_through_mode=False,
                 headers=[{"name": ":path", "string_match": {"exact": "/healthz"}}],
-                cluster_min_healthy_percentages={c: {"value": 100} for c in clusters},
+                # Ready while every routed cluster has a healthy host: one failing pod of a
+                # service must not take every gateway replica out of service. Envoy fails the
+                # check when 100 × healthy < hosts × percentage (the percentage truncated to an
+                # integer) or the cluster is empty, so 1 means one healthy host of up to 100.
+                cluster_min_healthy_percentages={c: {"value": 1} for c in clusters},
             ),
         },
         {
