@@ -45,6 +45,13 @@ class GatewaySettings(BaseSettings):
         description="Streams one upstream HTTP/2 connection carries before Envoy opens another:"
         " a service's SO_REUSEPORT processes each get connections only if there are several.",
     )
+    xff_trusted_hops: int = Field(
+        0,
+        ge=0,
+        description="Proxies in front of the gateway that append to X-Forwarded-For (an"
+        " ingress: 1). The client address (rate limit, access log) is the entry that many from"
+        " the right; 0 = the connection's peer, X-Forwarded-For ignored.",
+    )
     health_interval_s: float = Field(2.0, gt=0, description="Active gRPC health check interval.")
     reason_status: str = Field(
         "IDEMPOTENCY_KEY_REUSED=422,IDEMPOTENCY_REQUEST_IN_PROGRESS=409,QUOTE_CONSUMED=409,"

@@ -283,6 +283,9 @@ def _http_filters(
                     }
                 ],
                 max_dynamic_descriptors=10000,
+                # Otherwise every request also takes a token from the filter-wide bucket, which
+                # all clients share: the per-client limit would be one limit for everybody.
+                always_consume_default_token_bucket=False,
                 response_headers_to_add=[
                     {
                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
@@ -367,6 +370,12 @@ def render_config(settings: GatewaySettings) -> dict[str, Any]:
         stat_prefix="rest",
         codec_type="AUTO",
         generate_request_id=True,
+        # Edge requests would get a fresh x-request-id; the services keep a well-formed one.
+        preserve_external_request_id=True,
+        # The client address (rate-limit bucket, access log) is the peer's, or the one the
+        # trusted proxies in front put into X-Forwarded-For; never one a client wrote there.
+        use_remote_address=True,
+        xff_num_trusted_hops=settings.xff_trusted_hops,
         local_reply_config=_local_reply_config(),
         request_timeout="30s",
         stream_idle_timeout="30s",

@@ -4,6 +4,7 @@ file is linted with hadolint."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from deploy.k8s_assets import overlay_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ["local", "production"]
@@ -119,6 +122,33 @@ def test_grpc_services_resolve_to_every_pod(
     config = by_kind(docs, "ConfigMap")
     (settings,) = [c for name, c in config.items() if name.startswith("pendulumpay-config")]
     assert settings["data"]["QUOTE_SERVICE_TARGET"] == "dns:///quote-service:15051"
+
+
+@pytest.mark.parametrize(("overlay", "hops"), [("local", 0), ("production", 1)])
+def test_gateway_takes_the_client_address_from_the_proxies_it_trusts(
+    overlay: str, hops: int, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Production's gateway sits behind one ingress, which appends the client's address to
+    X-Forwarded-For: that address keys the per-client rate limit. Nothing else in the header
+    is trusted, and without a proxy in front the peer address is the client's."""
+    (config,) = [
+        c
+        for name, c in by_kind(rendered[overlay], "ConfigMap").items()
+        if name.startswith("gateway-config")
+    ]
+    (listener,) = json.loads(config["data"]["envoy.yaml"])["static_resources"]["listeners"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["use_remote_address"] is True
+    assert hcm["xff_num_trusted_hops"] == hops
+
+
+def test_a_misspelt_overlay_gateway_setting_is_an_error(tmp_path: Path) -> None:
+    env = tmp_path / "gateway.env"
+    env.write_text("# comment\nGATEWAY_XFF_TRUSTED_HOPS=1\n")
+    assert overlay_settings(env) == {"xff_trusted_hops": "1"}
+    env.write_text("GATEWAY_XFF_TRUSTED_HOP=1\n")
+    with pytest.raises(SystemExit, match="GATEWAY_XFF_TRUSTED_HOP="):
+        overlay_settings(env)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
