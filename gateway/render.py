@@ -91,11 +91,13 @@ def _local_reply_config() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PublicMethod:
-    """A method with an HTTP mapping, and the cluster that serves it."""
+    """A method with an HTTP mapping, the cluster that serves it, and whether it is a read
+    (mapped to GET only: safe to send again)."""
 
     service: str
     name: str
     cluster: str
+    read: bool = False
 
     @property
     def grpc_path(self) -> str:
@@ -114,8 +116,12 @@ def public_methods(descriptor_path: Path) -> list[PublicMethod]:
         for service in file.service:
             for method in service.method:
                 if method.options.HasExtension(annotations_pb2.http):
+                    rule = method.options.Extensions[annotations_pb2.http]
+                    verbs = {r.WhichOneof("pattern") for r in (rule, *rule.additional_bindings)}
                     methods.append(
-                        PublicMethod(f"{file.package}.{service.name}", method.name, cluster)
+                        PublicMethod(
+                            f"{file.package}.{service.name}", method.name, cluster, verbs == {"get"}
+                        )
                     )
     return methods
 
@@ -170,6 +176,24 @@ def _cluster(name: str, addresses: str, settings: GatewaySettings) -> dict[str, 
     }
 
 
+# Reads only: a pod that is stopping, or gone but still in DNS, refuses the connection or the
+# stream before it saw the request, and another pod can answer. Never a write (a register or
+# start reaching two pods), never a 5xx in general (the request may have had its effect).
+READ_RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": _typed(
+                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            ),
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
+
+
 def _routes(methods: list[PublicMethod], settings: GatewaySettings) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = [
         {
@@ -204,13 +228,14 @@ def _routes(methods: list[PublicMethod], settings: GatewaySettings) -> list[dict
             }
         )
     for method in methods:
-        routes.append(
-            {
-                # After transcoding, a public REST call is a gRPC call on this exact path.
-                "match": {"path": method.grpc_path, "grpc": {}},
-                "route": {"cluster": method.cluster, "timeout": f"{settings.route_timeout_s}s"},
-            }
-        )
+        route: dict[str, Any] = {
+            "cluster": method.cluster,
+            "timeout": f"{settings.route_timeout_s}s",
+        }
+        if method.read:
+            route["retry_policy"] = READ_RETRY_POLICY
+        # After transcoding, a public REST call is a gRPC call on this exact path.
+        routes.append({"match": {"path": method.grpc_path, "grpc": {}}, "route": route})
     routes.append(
         {
             "match": {"prefix": "/"},

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from deploy.k8s_assets import overlay_settings
+from service_kit.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ["local", "production"]
@@ -122,6 +123,33 @@ def test_grpc_services_resolve_to_every_pod(
     config = by_kind(docs, "ConfigMap")
     (settings,) = [c for name, c in config.items() if name.startswith("pendulumpay-config")]
     assert settings["data"]["QUOTE_SERVICE_TARGET"] == "dns:///quote-service:15051"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_pods_stay_in_rotation_until_callers_let_go(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """In a rollout or scale-down a pod is removed from its Service while it still gets
+    requests (DNS TTLs, the gateway's re-resolution, the ingress' endpoint sync): it sleeps in
+    preStop before SIGTERM, and Kubernetes must not kill it before that sleep and the
+    service's own drain (SHUTDOWN_GRACE_S) are over."""
+    docs = rendered[overlay]
+    settings = next(c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("pendulumpay"))
+    default_grace = ServiceSettings.model_fields["shutdown_grace_s"].default
+    for name in ("quote-service", "ramp-service", "gateway"):
+        spec = pod_spec(by_kind(docs, "Deployment")[name])
+        (container,) = spec["containers"]
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and 5 <= int(command[1]) <= 10, command
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        shutdown = 0.0
+        if name != "gateway":  # Envoy exits on SIGTERM; the services drain first
+            shutdown = float(
+                env.get("SHUTDOWN_GRACE_S")
+                or settings["data"].get("SHUTDOWN_GRACE_S")
+                or default_grace
+            )
+        assert spec["terminationGracePeriodSeconds"] > int(command[1]) + shutdown, name
 
 
 @pytest.mark.parametrize(("overlay", "hops"), [("local", 0), ("production", 1)])

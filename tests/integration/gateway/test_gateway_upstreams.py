@@ -11,6 +11,8 @@ import grpc
 import httpx
 import pytest
 
+from gateway.config import GatewaySettings
+from gateway.render import render_config
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import LoopThread
@@ -99,3 +101,49 @@ def test_ready_while_every_cluster_has_a_healthy_host(
         assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 503
     finally:
         gateway.stop()
+
+
+def test_reads_are_retried_on_another_host_and_writes_never(
+    aio_loop: LoopThread, tmp_path: Path
+) -> None:
+    """A pod that stopped listening but is still in DNS refuses connections until Envoy's
+    health checks catch up. A GET (a read: safe to repeat) moves on to another host; a POST
+    is never sent twice, it fails. One live host of three is below Envoy's panic threshold,
+    so Envoy balances over all three, the two that refuse connections included."""
+    servicer = CountingQuotes()
+    live = aio_loop.run(serve_quote_standin(servicer))
+    gateway = start_gateway(
+        tmp_path,
+        True,
+        quote_upstream=hosts(live.port, free_port(), free_port()),
+        ramp_upstream="",
+    )
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=5) as client:
+            reads = [client.get(f"/v1/ramp/quotes/q{i}").status_code for i in range(6)]
+            assert reads == [200] * 6
+            assert servicer.calls["GetQuote"] == 6
+            retried = counter(gateway, "cluster.quote.upstream_rq_retry")
+            assert retried > 0
+
+            writes = [client.post("/v1/ramp/quotes", json={}).status_code for _ in range(6)]
+            assert set(writes) == {200, 503}, writes
+            assert servicer.calls["CreateQuote"] == writes.count(200)
+            assert counter(gateway, "cluster.quote.upstream_rq_retry") == retried
+    finally:
+        gateway.stop()
+        aio_loop.run(live.stop(0))
+
+
+def test_only_the_get_methods_have_a_retry_policy() -> None:
+    config = render_config(GatewaySettings())
+    (listener,) = config["static_resources"]["listeners"]
+    (vhost,) = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ]
+    retried = {
+        r["match"]["path"].rsplit("/", 1)[1]
+        for r in vhost["routes"]
+        if "retry_policy" in r.get("route", {})
+    }
+    assert retried == {"GetQuote", "GetRamp", "GetRampErrors", "ListRamps"}
