@@ -19,6 +19,8 @@ from service_kit.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ["local", "production"]
+# Each overlay and its migration, which is applied and completed before it.
+KUSTOMIZATIONS = [*OVERLAYS, *(f"{overlay}/migrate" for overlay in OVERLAYS)]
 BIN = Path(sys.executable).parent
 WORKLOADS = {"quote-service", "ramp-service", "ramp-worker", "gateway"}
 
@@ -27,7 +29,7 @@ WORKLOADS = {"quote-service", "ramp-service", "ramp-worker", "gateway"}
 def rendered() -> dict[str, list[dict[str, Any]]]:
     subprocess.run([sys.executable, "-m", "deploy.k8s_assets"], cwd=ROOT, check=True, timeout=120)
     out: dict[str, list[dict[str, Any]]] = {}
-    for overlay in OVERLAYS:
+    for overlay in KUSTOMIZATIONS:
         text = subprocess.run(
             [str(BIN / "kubectl"), "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
             check=True,
@@ -49,11 +51,11 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     return obj["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", KUSTOMIZATIONS)
 def test_overlay_validates_against_the_kubernetes_schemas(
     overlay: str, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
-    manifest = tmp_path / f"{overlay}.yaml"
+    manifest = tmp_path / "manifest.yaml"
     manifest.write_text(yaml.safe_dump_all(rendered[overlay]))
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "--strict", "--quiet", str(manifest)],
@@ -68,7 +70,7 @@ def test_overlay_validates_against_the_kubernetes_schemas(
 def test_every_container_is_locked_down_and_bounded(
     overlay: str, rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
-    docs = rendered[overlay]
+    docs = rendered[overlay] + rendered[f"{overlay}/migrate"]
     pods = [d for d in docs if d["kind"] in ("Deployment", "Job", "CronJob")]
     assert {d["metadata"]["name"] for d in pods} == WORKLOADS | {"migrate", "cleanup"}
     for obj in pods:
@@ -197,11 +199,34 @@ def test_cronjob_policy_and_availability(
     assert set(by_kind(docs, "PodDisruptionBudget")) == WORKLOADS
     hpas = by_kind(docs, "HorizontalPodAutoscaler")
     assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()} == WORKLOADS
-    assert by_kind(docs, "Job")["migrate"]["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_migration_is_applied_apart_with_the_release_image(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """`kubectl apply -k <overlay>` rolls the Deployments out. Were the migrate Job part of
+    it, new pods would start on the old schema while it ran, and the finished Job (whose pod
+    template is immutable) would refuse the next release's image. So the Job is a kustomization
+    of its own, completed before the overlay is applied and created anew each release, with
+    the overlay's namespace and image from their one shared place."""
+    app, (job,) = rendered[overlay], rendered[f"{overlay}/migrate"]
+    assert not by_kind(app, "Job")
+    assert (job["kind"], job["metadata"]["name"]) == ("Job", "migrate")
+    deployments = by_kind(app, "Deployment").values()
+    assert {d["metadata"]["namespace"] for d in deployments} == {job["metadata"]["namespace"]}
+    spec = pod_spec(job)
+    images = {c["image"] for d in deployments for c in pod_spec(d)["containers"]}
+    assert {c["image"] for c in spec["containers"]} == images, "one image per release"
+    assert spec["containers"][0]["args"] == ["migrate"]
+    assert spec["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 0 and job["spec"]["activeDeadlineSeconds"] > 0
+    # The first migration runs before the overlay created its service account.
+    assert "serviceAccountName" not in spec and spec["automountServiceAccountToken"] is False
 
 
 def test_production_pins_its_image() -> None:
-    text = (ROOT / "deploy/k8s/overlays/production/kustomization.yaml").read_text()
+    text = (ROOT / "deploy/k8s/overlays/production/release/kustomization.yaml").read_text()
     assert 'newTag: "0.1.0"' in text
 
 
