@@ -103,9 +103,26 @@ def test_probes_use_grpc_health_and_secrets_are_referenced(
         assert container["readinessProbe"]["grpc"]["service"] == service
         assert "grpc" in container["livenessProbe"]
         refs = {
-            e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
         }
         assert "pendulumpay-database" in refs
+    # The funding secrets go to the worker only: the internet-facing API gets public addresses.
+    for name, holds_secrets in (
+        ("ramp-service", False),
+        ("ramp-worker", True),
+        ("quote-service", False),
+    ):
+        container = pod_spec(deployments[name])["containers"][0]
+        secrets = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert ("pendulumpay-funding" in secrets) is holds_secrets, name
+    api_env = {e["name"] for e in pod_spec(deployments["ramp-service"])["containers"][0]["env"]}
+    assert {"STELLAR_FUNDING_ACCOUNT", "PENDULUM_FUNDING_ACCOUNT"} <= api_env
     gateway = pod_spec(deployments["gateway"])
     assert gateway["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert any(v.get("configMap") for v in gateway["volumes"])
