@@ -6,7 +6,7 @@ author_submitAndWatchExtrinsic with author_extrinsicUpdate notifications), plus 
 `dev_assethubBalance [address, currency]`, `dev_setPool [token_in, token_out, reserve_in,
 reserve_out]` (an oracle price move), and `nabla_getAmountOut [token_in, token_out, units]`
 (the router's quote, as Nabla's `getAmountOut` contract query answers it). Pool rejections
-answer error 1010 "Invalid Transaction" with the reason in `data`, as a node does.
+answer with the author RPC's codes, as a node does (see `chain.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from devnet.substrate.chain import (
     SPEC_VERSION,
     TX_VERSION,
     Chain,
-    InvalidTransaction,
+    PoolRejection,
     StellarPayout,
     from_units,
 )
@@ -48,6 +48,8 @@ class SubstrateConfig:
     # it is disconnected. An idle synchronous client (substrate-interface reads only while it
     # waits for an answer) is thus dropped after 1.5x this, as nodes and proxies drop idle ones.
     ws_heartbeat_s: float = 30.0
+    # How many blocks the pool keeps an included or invalid extrinsic banned (a node: 30 min).
+    ban_blocks: int = 150
 
 
 class RpcError(Exception):
@@ -217,8 +219,8 @@ HANDLED = {
 def _submit(chain: Chain, data: str) -> Any:
     try:
         return chain.submit(data)
-    except InvalidTransaction as exc:
-        raise RpcError(1010, "Invalid Transaction", exc.data) from None
+    except PoolRejection as exc:
+        raise RpcError(exc.code, exc.message, exc.data) from None
 
 
 async def _answer(
@@ -290,7 +292,7 @@ def create_app(config: SubstrateConfig | None = None) -> web.Application:
     """The Substrate stand-in."""
     config = config or SubstrateConfig()
     app = web.Application()
-    chain = Chain(config.stellar_payout)
+    chain = Chain(config.stellar_payout, config.ban_blocks)
     for address, balances in config.endowed.items():
         for currency, amount in balances.items():
             chain.endow(address, currency, amount)

@@ -6,6 +6,13 @@ transaction version, genesis hash, era block hash; blake2-256 hashed when over 2
 the account's next nonce (a stale nonce is "outdated"; a future one waits in the pool until the
 gap fills) and be able to pay the fee. Blocks apply them in order; a failed call still pays its
 fee and uses its nonce, and emits ExtrinsicFailed, as on Substrate.
+
+Refusals carry the author RPC's codes (substrate's `client/rpc-api/src/author/error.rs`): 1010
+"Invalid Transaction" with the reason in `data`; 1012 "Transaction is temporarily banned" for an
+extrinsic the pool banned (one just included, or one it found invalid: a node bans both for a
+while, 30 minutes by default; here for `ban_blocks` blocks); 1013 "Transaction Already Imported"
+for one already in the pool; 1014 "Priority is too low" for another extrinsic of a signer and
+nonce already in the pool (every devnet extrinsic has the same priority, so none replaces another).
 """
 
 from __future__ import annotations
@@ -34,12 +41,55 @@ PRICING_FILE = Path(__file__).resolve().parents[2] / "quote_service" / "pricing.
 StellarPayout = Callable[[str, str, Decimal], Awaitable[None]]
 
 
-class InvalidTransaction(Exception):
-    """Rejected at pool entry, like a node's 1010 "Invalid Transaction"."""
+class PoolRejection(Exception):
+    """Refused at pool entry, with the author RPC's error code, message and data."""
+
+    code = 0
+
+    def __init__(self, message: str, data: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class InvalidTransaction(PoolRejection):
+    """1010 "Invalid Transaction": the runtime's validity check failed (reason in `data`)."""
+
+    code = 1010
 
     def __init__(self, data: str) -> None:
-        super().__init__(data)
-        self.data = data
+        super().__init__("Invalid Transaction", data)
+
+
+class TemporarilyBanned(PoolRejection):
+    """1012: the pool banned this extrinsic (just included, or found invalid)."""
+
+    code = 1012
+
+    def __init__(self) -> None:
+        super().__init__("Transaction is temporarily banned")
+
+
+class AlreadyImported(PoolRejection):
+    """1013: this very extrinsic is in the pool already."""
+
+    code = 1013
+
+    def __init__(self, tx_hash: bytes) -> None:
+        super().__init__("Transaction Already Imported", "0x" + tx_hash.hex())
+
+
+class TooLowPriority(PoolRejection):
+    """1014: another extrinsic with the same signer and nonce is in the pool."""
+
+    code = 1014
+
+    def __init__(self, old: int, new: int) -> None:
+        super().__init__(
+            f"Priority is too low: ({old} vs {new})",
+            "The transaction has too low priority to replace another transaction already in "
+            "the pool.",
+        )
 
 
 class CallFailed(Exception):
@@ -110,7 +160,7 @@ class PendingExtrinsic:
 class Chain:
     """State, pool and block production of the devnet."""
 
-    def __init__(self, stellar_payout: StellarPayout | None = None) -> None:
+    def __init__(self, stellar_payout: StellarPayout | None = None, ban_blocks: int = 150) -> None:
         self.metadata_bytes, self.registry = build_metadata()
         self.config = runtime_config()
         self.config.ss58_format = 56
@@ -131,6 +181,9 @@ class Chain:
         self.pools = self._load_pools()
         self.ready: list[PendingExtrinsic] = []
         self.future: list[PendingExtrinsic] = []
+        # Extrinsic hash → the last block number of its ban (included or found invalid).
+        self.banned: dict[bytes, int] = {}
+        self.ban_blocks = ban_blocks
         self.mints: list[tuple[bytes, str, int]] = []
         self.paused = False
         self.stellar_payout = stellar_payout
@@ -226,11 +279,14 @@ class Chain:
     # --- pool entry ------------------------------------------------------------------------
 
     def submit(self, hex_data: str) -> PendingExtrinsic:
-        """Check an extrinsic as a node's pool does; raise InvalidTransaction when it fails."""
+        """Check an extrinsic as a node's pool does; raise a PoolRejection when it fails. Like
+        a node, the pool bans an extrinsic it found invalid (not one it could not decode)."""
         data = bytes.fromhex(hex_data[2:] if hex_data.startswith("0x") else hex_data)
         tx_hash = blake2(data)
+        if self.banned.get(tx_hash, -1) >= self.head.number:
+            raise TemporarilyBanned()
         if any(p.hash == tx_hash for p in (*self.ready, *self.future)):
-            raise InvalidTransaction("Transaction Already Imported")
+            raise AlreadyImported(tx_hash)
         try:
             extrinsic = self.config.create_scale_object(
                 "Extrinsic", data=ScaleBytes(data), metadata=self.metadata
@@ -238,16 +294,13 @@ class Chain:
             value = extrinsic.decode()
         except Exception as exc:
             raise InvalidTransaction(f"Could not decode: {exc}") from None
-        if not value.get("signature"):
-            raise InvalidTransaction("Unsigned transactions are not accepted")
-        signer = self.account_id(str(value["address"]))
-        nonce = int(value["nonce"])
-        expected = self.nonces.get(signer, 0)
-        if nonce < expected:
-            raise InvalidTransaction("Transaction is outdated")
-        self._verify_signature(extrinsic, signer)
-        if self.native.get(signer, 0) < FEE:
-            raise InvalidTransaction("Inability to pay some fees (e.g. account balance too low)")
+        try:
+            signer, nonce = self._validate(extrinsic, value)
+        except InvalidTransaction:
+            self._ban(tx_hash)
+            raise
+        if any(p.signer == signer and p.nonce == nonce for p in (*self.ready, *self.future)):
+            raise TooLowPriority(0, 0)
         pending = PendingExtrinsic(data, tx_hash, signer, nonce, value["call"])
         if nonce == self.next_nonce(signer):
             self.ready.append(pending)
@@ -255,6 +308,22 @@ class Chain:
         else:
             self.future.append(pending)
         return pending
+
+    def _ban(self, tx_hash: bytes) -> None:
+        self.banned[tx_hash] = self.head.number + self.ban_blocks
+
+    def _validate(self, extrinsic: Any, value: dict[str, Any]) -> tuple[bytes, int]:
+        """The runtime's validity check: the signer and nonce, or InvalidTransaction."""
+        if not value.get("signature"):
+            raise InvalidTransaction("Unsigned transactions are not accepted")
+        signer = self.account_id(str(value["address"]))
+        nonce = int(value["nonce"])
+        if nonce < self.nonces.get(signer, 0):
+            raise InvalidTransaction("Transaction is outdated")
+        self._verify_signature(extrinsic, signer)
+        if self.native.get(signer, 0) < FEE:
+            raise InvalidTransaction("Inability to pay some fees (e.g. account balance too low)")
+        return signer, nonce
 
     def _promote(self, signer: bytes) -> None:
         """Move future extrinsics whose nonce gap has filled into the ready queue."""
@@ -346,6 +415,8 @@ class Chain:
             self._encode("Vec<EventRecord>", records),
         )
         self.blocks.append(block)
+        for pending in applied:
+            self._ban(pending.hash)  # a node bans what it included: a replay is "banned"
         for pending in applied:
             for watcher in pending.watchers:
                 await watcher({"inBlock": "0x" + block_hash.hex()})

@@ -2,8 +2,9 @@
 
 substrate-interface is synchronous (a WebSocket client), so network work runs in a thread with a
 timeout; one client per call keeps threads from sharing a socket. Failures are classified for the
-processor: unreachable/timeouts are recoverable, pool rejections (1010) and failed dispatches are
-not.
+processor: unreachable/timeouts and the pool's "already imported" (1013), "temporarily banned"
+(1012) and "priority too low" (1014) are recoverable; invalid transactions (1010) and failed
+dispatches are not.
 """
 
 from __future__ import annotations
@@ -732,9 +733,28 @@ def extrinsic_hash(signed_hex: str) -> str:
     return "0x" + hashlib.blake2b(data, digest_size=32).hexdigest()
 
 
+# The author RPC's pool errors (substrate `client/rpc-api/src/author/error.rs`).
+POOL_INVALID_TX = 1010
+# Answers that say nothing is wrong with the extrinsic itself: it is in the pool already
+# (1013), the pool banned it because it was just included or found invalid a moment ago (1012),
+# or another extrinsic of the same signer and nonce is in the pool (1014). Only a look at the
+# chain later (by hash, by signer and nonce) can tell what became of it.
+IN_POOL = "PENDULUM_ALREADY_IMPORTED"
+BANNED = "PENDULUM_TEMPORARILY_BANNED"
+SLOT_TAKEN = "PENDULUM_PRIORITY_TOO_LOW"
+POOL_ANSWERS = {1012: BANNED, 1013: IN_POOL, 1014: SLOT_TAKEN}
+# The extrinsic's nonce is used already (1010 "Transaction is outdated").
+OUTDATED = "PENDULUM_INVALID_TRANSACTION_IS_OUTDATED"
+# Submit answers after which the next step is to reconcile, never to give up.
+RECONCILE_LATER = frozenset({IN_POOL, BANNED, SLOT_TAKEN, OUTDATED})
+
+
 def _classified(exc: SubstrateRequestException) -> RecoverableError | UnrecoverableError:
     detail = exc.args[0] if exc.args else {}
-    if isinstance(detail, dict) and detail.get("code") == 1010:
+    code = detail.get("code") if isinstance(detail, dict) else None
+    if code in POOL_ANSWERS:
+        return RecoverableError(POOL_ANSWERS[code], str(detail)[:300])
+    if isinstance(detail, dict) and code == POOL_INVALID_TX:
         reason = f"PENDULUM_INVALID_{str(detail.get('data', '')).upper().replace(' ', '_')}"
         return UnrecoverableError(reason[:64], str(detail))  # reason codes fit ramp.errors
     return RecoverableError("PENDULUM_RPC_ERROR", str(detail)[:300])

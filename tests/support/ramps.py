@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -88,3 +89,58 @@ async def insert_registered(sessions: async_sessionmaker[AsyncSession], record: 
     """Store a ramp as RegisterRamp would (REGISTERED, phase initial)."""
     async with sessions.begin() as session:
         await RampRepository(session).add(record, "user")
+
+
+def buy_record(now: datetime, pendulum: str, presigned: dict[str, tuple[int, str]]) -> RampRecord:
+    """A BUY ramp of the ephemeral `pendulum` in `initial`; `presigned` gives the real (nonce,
+    payload) of some phases' transactions, the others carry dummy payloads."""
+    record = sell_record(now)
+    quote = replace(
+        record.quote,
+        ramp_type="BUY",
+        from_network="pix",
+        to_network="assethub",
+        input_currency="BRL",
+        output_currency="USDC",
+    )
+    flow = CURRENT_FLOW["BUY"]
+    txs = tuple(
+        StoredTx(
+            IssuedTx(phase, network, pendulum, presigned.get(phase, (i, ""))[0], f"u-{phase}"),
+            presigned.get(phase, (i, f"signed-{phase}"))[1],
+            "PRESIGNED",
+        )
+        for i, (phase, network) in enumerate(flow.presigned_requirements())
+    )
+    return replace(
+        record,
+        quote=quote,
+        flow_version=flow.version,
+        accounts=(SigningAccount(Network.PENDULUM, pendulum),),
+        txs=txs,
+    )
+
+
+async def insert_at(
+    sessions: async_sessionmaker[AsyncSession],
+    record: RampRecord,
+    phase: str,
+    now: datetime,
+    status: str = "RUNNING",
+    cleanup_phase: str | None = None,
+) -> uuid.UUID:
+    """Store `record` and put it, due now, in `phase` (and cleanup phase) with `status`."""
+    async with sessions.begin() as session:
+        await RampRepository(session).add(record, "test")
+        await session.execute(
+            update(RampRow)
+            .where(RampRow.id == record.id)
+            .values(
+                status=status,
+                current_phase=phase,
+                cleanup_phase=cleanup_phase,
+                next_attempt_at=now,
+                phase_started_at=now,
+            )
+        )
+    return record.id

@@ -35,7 +35,12 @@ from substrateinterface import Keypair as SubstrateKeypair
 from ramp_service.adapters.registration import TOKEN_FOR
 from ramp_service.chains.errors import ChainError, RecoverableError
 from ramp_service.chains.partners import AnchorClient, PixClient
-from ramp_service.chains.pendulum import Inclusion, PendulumChain, extrinsic_hash
+from ramp_service.chains.pendulum import (
+    RECONCILE_LATER,
+    Inclusion,
+    PendulumChain,
+    extrinsic_hash,
+)
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.domain.flows import Network
 from ramp_service.domain.outcomes import Advance, Outcome, Retry, Review, Wait
@@ -186,8 +191,8 @@ class SubmitPresignedPendulum:
         try:
             inclusion = await pendulum.submit(payload)
         except ChainError as exc:
-            if "ALREADY_IMPORTED" in exc.reason or "OUTDATED" in exc.reason:
-                # In the pool already, or its nonce was used meanwhile: reconcile next time.
+            if exc.reason in RECONCILE_LATER:
+                # In the pool already, just included, or its nonce used: reconcile next time.
                 return Wait(self._chains.poll, "IN_POOL_OR_USED")
             if not exc.recoverable:
                 await ctx.journal.mark("submit", "failed", f"block:{_since(entry) or 0} {exc}")
@@ -309,9 +314,9 @@ async def _send_funding(chains: Chains, ctx: PhaseContext, payload: str) -> None
     try:
         inclusion = await chains.pendulum.submit(payload)
     except ChainError as exc:
-        if "ALREADY_IMPORTED" in exc.reason:
+        if exc.reason in RECONCILE_LATER:  # in the pool, just included, or its nonce used
             raise RecoverableError(
-                "FUNDING_PENDING", "the funding transfer is in the pool"
+                "FUNDING_PENDING", f"the funding transfer is not settled yet ({exc.reason})"
             ) from exc
         raise
     if not inclusion.success:

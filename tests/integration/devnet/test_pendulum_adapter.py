@@ -63,9 +63,38 @@ def test_presigned_transfer_from_a_detached_signature(
     by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
     assert by_hash is not None and by_slot is not None
     assert by_hash.extrinsic_hash == by_slot.extrinsic_hash == inclusion.extrinsic_hash
+    with pytest.raises(RecoverableError) as banned:
+        aio_loop.run(chain.submit(signed))  # replay: just included, the pool bans it a while
+    assert banned.value.reason == "PENDULUM_TEMPORARILY_BANNED"
+    stale = chain.assemble(issued, sign(issued, eph))  # the same slot, a new signature
     with pytest.raises(UnrecoverableError) as exc:
-        aio_loop.run(chain.submit(signed))  # replay
-    assert "OUTDATED" in exc.value.reason
+        aio_loop.run(chain.submit(stale))
+    assert exc.value.reason == "PENDULUM_INVALID_TRANSACTION_IS_OUTDATED"
+
+
+def test_pool_answers_are_classified_as_a_node_gives_them(
+    node: Node, chain: PendulumChain, aio_loop: LoopThread
+) -> None:
+    """1013 (in the pool) and 1014 (its slot taken in the pool) are no reason to give up: the
+    processor reconciles later; 1010 (invalid) is final."""
+    eph = ephemeral(node, "//Eph6")
+    dest = Keypair.create_from_uri("//Dest", ss58_format=56).ss58_address
+    issued = chain.issue(chain.token_transfer(dest, "USDC", Decimal("1")), eph.ss58_address, 0)
+    signed, rival = (chain.assemble(issued, sign(issued, eph)) for _ in range(2))
+    node.rpc("dev_pauseBlocks")
+    assert "result" in node.rpc("author_submitExtrinsic", signed)
+    for payload, reason in (
+        (signed, "PENDULUM_ALREADY_IMPORTED"),
+        (rival, "PENDULUM_PRIORITY_TOO_LOW"),
+    ):
+        with pytest.raises(RecoverableError) as exc:
+            aio_loop.run(chain.submit(payload))
+        assert exc.value.reason == reason
+    pauper = Keypair.create_from_uri("//Pauper6", ss58_format=56)
+    poor = chain.issue(chain.token_transfer(dest, "USDC", Decimal("1")), pauper.ss58_address, 0)
+    with pytest.raises(UnrecoverableError) as invalid:
+        aio_loop.run(chain.submit(chain.assemble(poor, sign(poor, pauper))))
+    assert invalid.value.reason.startswith("PENDULUM_INVALID_INABILITY_TO_PAY_SOME_FEES")
 
 
 def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:

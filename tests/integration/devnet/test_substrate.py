@@ -82,8 +82,8 @@ def test_the_node_rejects_what_a_node_rejects(node: Node) -> None:
     receipt = substrate.submit_extrinsic(good, wait_for_inclusion=True)
     assert receipt.is_success
     with pytest.raises(SubstrateRequestException) as exc:
-        substrate.submit_extrinsic(good)  # replay
-    assert "outdated" in str(exc.value)
+        substrate.submit_extrinsic(good)  # replay: just included, so banned
+    assert exc.value.args[0]["code"] == 1012
     with pytest.raises(SubstrateRequestException) as exc:
         substrate.submit_extrinsic(
             transfer(substrate, alice, bob.ss58_address, PEN, nonce=0)
@@ -99,6 +99,37 @@ def test_the_node_rejects_what_a_node_rejects(node: Node) -> None:
     with pytest.raises(SubstrateRequestException) as exc:
         substrate.submit_extrinsic(transfer(substrate, pauper, bob.ss58_address, 1))
     assert "Inability to pay some fees" in str(exc.value)
+
+
+def test_the_pool_answers_with_a_nodes_error_codes(node: Node) -> None:
+    """As substrate's author RPC answers: 1013 for an extrinsic already in the pool, 1014 for
+    another one of the same signer and nonce, 1012 for one just included or found invalid (the
+    pool bans both), 1010 with the reason for an invalid one."""
+    substrate: SubstrateInterface = node.interface()  # type: ignore[assignment]
+    alice, bob = funded(node, "//Alice"), Keypair.create_from_uri("//Bob", ss58_format=56)
+
+    def code_of(extrinsic: object) -> tuple[int, str]:
+        with pytest.raises(SubstrateRequestException) as exc:
+            substrate.submit_extrinsic(extrinsic)  # type: ignore[arg-type]
+        return exc.value.args[0]["code"], exc.value.args[0]["message"]
+
+    assert node.rpc("dev_pauseBlocks")["result"] is True
+    pending = transfer(substrate, alice, bob.ss58_address, PEN, nonce=0)
+    substrate.submit_extrinsic(pending)
+    assert code_of(pending) == (1013, "Transaction Already Imported")
+    rival = transfer(substrate, alice, bob.ss58_address, 2 * PEN, nonce=0)
+    assert code_of(rival)[0] == 1014
+    assert "Priority is too low" in code_of(rival)[1]
+    assert node.rpc("dev_resumeBlocks")["result"] is True
+    deadline = time.monotonic() + 5
+    while node.chain.ready:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert code_of(pending) == (1012, "Transaction is temporarily banned")
+    pauper = Keypair.create_from_uri("//Pauper", ss58_format=56)
+    broke = transfer(substrate, pauper, bob.ss58_address, 1)
+    assert code_of(broke) == (1010, "Invalid Transaction")
+    assert code_of(broke) == (1012, "Transaction is temporarily banned")  # until the ban ends
 
 
 def test_a_future_nonce_waits_for_the_gap(node: Node) -> None:
