@@ -5,8 +5,11 @@ author_submitAndWatchExtrinsic with author_extrinsicUpdate notifications), plus 
 `dev_mint [address, currency, amount]`, `dev_pauseBlocks`, `dev_resumeBlocks`,
 `dev_assethubBalance [address, currency]`, `dev_setPool [token_in, token_out, reserve_in,
 reserve_out]` (an oracle price move), and `nabla_getAmountOut [token_in, token_out, units]`
-(the router's quote, as Nabla's `getAmountOut` contract query answers it). Pool rejections
-answer with the author RPC's codes, as a node does (see `chain.py`).
+(the router's quote, as Nabla's `getAmountOut` contract query answers it), and
+`dev_blockAfter [method, first_param?]`: after the node next answers `method` (with that first
+parameter, when given), it seals one block, even while blocks are paused, before it sends that
+answer, so the block lands between a client's read and its next call (a race, made certain).
+Pool rejections answer with the author RPC's codes, as a node does (see `chain.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from devnet.substrate.chain import (
 
 CHAIN_KEY = web.AppKey("chain", Chain)
 CONFIG_KEY = web.AppKey("substrate_config", object)
+# Armed `dev_blockAfter` triggers: (method, first parameter or None).
+BLOCK_AFTER_KEY = web.AppKey("block_after", list)
 
 
 @dataclass
@@ -174,6 +179,9 @@ async def handle(
         except (KeyError, ValueError, InvalidOperation, IndexError) as exc:
             raise RpcError(-32602, f"dev_setPool: {exc}") from None
         return True
+    if method == "dev_blockAfter":
+        app[BLOCK_AFTER_KEY].append((str(params[0]), params[1] if len(params) > 1 else None))
+        return True
     if method == "dev_pauseBlocks":
         chain.paused = True
         return True
@@ -210,6 +218,7 @@ HANDLED = {
     "dev_mint",
     "nabla_getAmountOut",
     "dev_setPool",
+    "dev_blockAfter",
     "dev_pauseBlocks",
     "dev_resumeBlocks",
     "dev_assethubBalance",
@@ -223,13 +232,22 @@ def _submit(chain: Chain, data: str) -> Any:
         raise RpcError(exc.code, exc.message, exc.data) from None
 
 
+async def _block_after(app: web.Application, method: str, params: list[Any]) -> None:
+    """Seal one block now if a `dev_blockAfter` trigger matches this call (then disarm it)."""
+    for armed in app[BLOCK_AFTER_KEY]:
+        if armed[0] == method and (armed[1] is None or (params and params[0] == armed[1])):
+            app[BLOCK_AFTER_KEY].remove(armed)
+            await app[CHAIN_KEY].produce_block(force=True)
+            return
+
+
 async def _answer(
     app: web.Application, request: dict[str, Any], subscribe: Any = None
 ) -> dict[str, Any]:
     try:
-        result = await handle(
-            app, request.get("method", ""), request.get("params") or [], subscribe
-        )
+        method, params = request.get("method", ""), request.get("params") or []
+        result = await handle(app, method, params, subscribe)
+        await _block_after(app, method, params)
         return {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
     except Exception as exc:  # a node answers every request, even one it cannot serve
         if not isinstance(exc, RpcError):
@@ -298,6 +316,7 @@ def create_app(config: SubstrateConfig | None = None) -> web.Application:
             chain.endow(address, currency, amount)
     app[CHAIN_KEY] = chain
     app[CONFIG_KEY] = config
+    app[BLOCK_AFTER_KEY] = []
     install_faults(app)
     app.cleanup_ctx.append(_produce_blocks)
     app.router.add_route("*", "/", rpc)

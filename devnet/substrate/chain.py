@@ -376,9 +376,10 @@ class Chain:
 
     # --- block production -------------------------------------------------------------------
 
-    async def produce_block(self) -> Block | None:
-        """Apply the ready extrinsics and queued mints into a new block."""
-        if self.paused:
+    async def produce_block(self, force: bool = False) -> Block | None:
+        """Apply the ready extrinsics and queued mints into a new block (while blocks are
+        paused, only when `force`d)."""
+        if self.paused and not force:
             return None
         applied, records = [], []
         for index, pending in enumerate(list(self.ready)):

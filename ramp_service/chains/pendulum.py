@@ -80,6 +80,20 @@ class Inclusion:
     error: str
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What a search for an extrinsic saw: its inclusion, if found, and the signer's applied
+    nonce read once, *before* any block was searched (None when searched by hash alone).
+
+    Decide with this one reading: an extrinsic included after it lies in the blocks searched
+    after it, so "not found" with a nonce already used proves the nonce went elsewhere, and a
+    nonce still unused proves nothing was applied. A second, later reading is a race: the
+    extrinsic can land between the two and look like someone else's."""
+
+    inclusion: Inclusion | None
+    applied_nonce: int | None
+
+
 def units(amount: Decimal, currency: str) -> int:
     """Decimal amount → chain units."""
     return int(amount.scaleb(DECIMALS[currency]))
@@ -527,22 +541,25 @@ class PendulumChain:
         recent_blocks: int = 200,
         since_block: int | None = None,
         match_slot: bool = True,
-    ) -> Inclusion | None:
+    ) -> Lookup:
         """The extrinsic by hash, or by (signer, nonce) when given and `match_slot`, in the
         blocks since `since_block` (the head when it was first submitted), else in the recent
-        blocks. With a signer and nonce, an account whose applied nonce has not passed `nonce`
-        answers None at once (nothing used that nonce: the extrinsic is in no block), and the
-        blocks are read oldest first, where an extrinsic sent at `since_block` lands. The scan
-        stops at this call's deadline (PENDULUM_TIMEOUT) instead of running on in its thread."""
+        blocks. With a signer and nonce, the signer's applied nonce is read first (see
+        `Lookup`); while it has not passed `nonce` the answer is "not found" at once (nothing
+        used that nonce: the extrinsic is in no block), and the blocks are read oldest first,
+        where an extrinsic sent at `since_block` lands. The scan stops at this call's deadline
+        (PENDULUM_TIMEOUT) instead of running on in its thread."""
 
-        def work(client: SubstrateInterface) -> Inclusion | _Overdue | None:
+        def work(client: SubstrateInterface) -> Lookup | _Overdue:
             deadline = time.monotonic() + self._timeout_s * 0.9
+            applied = None
             if signer is not None and nonce is not None:
                 stored = client.rpc_request("state_getStorage", [account_storage_key(signer)])
                 if "error" in stored:
                     raise SubstrateRequestException(stored["error"])
-                if _applied_nonce(stored["result"]) <= nonce:
-                    return None
+                applied = _applied_nonce(stored["result"])
+                if applied <= nonce:
+                    return Lookup(None, applied)
             head = client.get_block_number(None)
             oldest = since_block if since_block is not None else head - recent_blocks
             for number in range(max(oldest, 1), head + 1):
@@ -566,13 +583,14 @@ class PendulumChain:
                         receipt = client.retrieve_extrinsic_by_hash(
                             block_hash, "0x" + extrinsic.extrinsic_hash.hex()
                         )
-                        return Inclusion(
+                        inclusion = Inclusion(
                             "0x" + extrinsic.extrinsic_hash.hex(),
                             block_hash,
                             receipt.is_success,
                             str(receipt.error_message or ""),
                         )
-            return None
+                        return Lookup(inclusion, applied)
+            return Lookup(None, applied)
 
         found = await self._run(work)
         if isinstance(found, _Overdue):
@@ -584,12 +602,6 @@ class PendulumChain:
     async def head(self) -> int:
         """The latest block number."""
         return await self._run(lambda c: int(c.get_block_number(None)))
-
-    async def applied_nonce(self, address: str) -> int:
-        """The account's nonce in the latest block (pool contents not counted)."""
-        return await self._run(
-            lambda c: int(c.query("System", "Account", [address]).value["nonce"])
-        )
 
     async def amount_out(self, currency_in: str, currency_out: str, amount_in: Decimal) -> Decimal:
         """What the Nabla router would give for `amount_in` now (its getAmountOut query)."""

@@ -163,10 +163,11 @@ class SubmitPresignedPendulum:
         if entry is not None and entry.state == "failed":
             return Review("PENDULUM_DISPATCH_FAILED", f"{ctx.phase}: {entry.detail}")
         if entry is not None:
-            found = await pendulum.find(tx_hash, signer, nonce, since_block=_since(entry))
-            if found is not None:
-                return await self._record(ctx, found)
-            applied = await pendulum.applied_nonce(signer)
+            lookup = await pendulum.find(tx_hash, signer, nonce, since_block=_since(entry))
+            if lookup.inclusion is not None:
+                return await self._record(ctx, lookup.inclusion)
+            applied = lookup.applied_nonce  # read before the search: see Lookup
+            assert applied is not None
             if applied > nonce:
                 return Review(
                     "EFFECT_NOT_FOUND",
@@ -222,10 +223,12 @@ async def submit_presigned_stellar(
     if entry is not None and entry.state == "confirmed":
         return Advance()
     if entry is not None:
+        # The sequence first, then the search: a transaction applied after this reading is
+        # still found by the search, so "not found" with the sequence used is proof.
+        account = await stellar.account(stored.issued.signer)
         found = await stellar.find(tx_hash)
         if found is not None:
             return await _stellar_recorded(ctx, operation, found.successful, tx_hash)
-        account = await stellar.account(stored.issued.signer)
         if account is not None and account.sequence >= stored.issued.nonce:
             return Review(
                 "EFFECT_NOT_FOUND",
@@ -276,13 +279,15 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
             assert entry.tx_hash is not None and entry.nonce is not None
             # Matched by hash only: the funding account's nonces are shared by every ramp (the
             # nonce still tells whether, and from where, to look).
-            found = await pendulum.find(
+            lookup = await pendulum.find(
                 entry.tx_hash, funding, entry.nonce, since_block=_since(entry), match_slot=False
             )
+            found, applied = lookup.inclusion, lookup.applied_nonce  # one reading: see Lookup
+            assert applied is not None
             if found is not None and found.success:
                 await ctx.journal.mark("fund_pen", "confirmed")
                 return
-            if found is None and await pendulum.applied_nonce(funding) <= entry.nonce:
+            if found is None and applied <= entry.nonce:
                 # Not applied and still applicable: send the very same bytes again.
                 assert entry.payload is not None
                 await _send_funding(chains, ctx, entry.payload)

@@ -59,8 +59,8 @@ def test_presigned_transfer_from_a_detached_signature(
     assert Decimal(0) < pen < Decimal(10)  # minted 10, paid a fee
     assert aio_loop.run(chain.freshness(eph.ss58_address)) == (1, pen)
     assert aio_loop.run(chain.freshness(dest.ss58_address)) == (0, Decimal(0))
-    by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash))
-    by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
+    by_hash = aio_loop.run(chain.find(inclusion.extrinsic_hash)).inclusion
+    by_slot = aio_loop.run(chain.find("0x00", eph.ss58_address, 0)).inclusion
     assert by_hash is not None and by_slot is not None
     assert by_hash.extrinsic_hash == by_slot.extrinsic_hash == inclusion.extrinsic_hash
     with pytest.raises(RecoverableError) as banned:
@@ -207,7 +207,7 @@ def test_a_dropped_response_leaves_the_extrinsic_applied_and_findable(
     found = None
     while found is None:
         assert time.monotonic() < deadline, "the submitted extrinsic never showed up"
-        found = aio_loop.run(chain.find("0x00", eph.ss58_address, 0))
+        found = aio_loop.run(chain.find("0x00", eph.ss58_address, 0)).inclusion
         time.sleep(0.1)
     assert found.success
 
@@ -287,14 +287,12 @@ def test_finding_an_old_extrinsic_is_bounded(
     try:
         hasty.warm_up(1)  # its client loaded outside the short deadline
         # Nonce 1 is unused: not in any block, known without reading one.
-        assert (
-            aio_loop.run(hasty.find("0x" + "ab" * 32, eph.ss58_address, 1, since_block=intent))
-            is None
-        )
+        unused = aio_loop.run(hasty.find("0x" + "ab" * 32, eph.ss58_address, 1, since_block=intent))
+        assert (unused.inclusion, unused.applied_nonce) == (None, 1)
         # Nonce 0 is used: the blocks are read oldest first, where it landed.
         found = aio_loop.run(
             hasty.find(sent.extrinsic_hash, eph.ss58_address, 0, since_block=intent)
-        )
+        ).inclusion
         assert found is not None and found.extrinsic_hash == sent.extrinsic_hash
         # Unknown hash, no nonce to go by: a scan of every block, stopped at the deadline.
         with pytest.raises(RecoverableError) as overdue:

@@ -7,28 +7,37 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from stellar_sdk import Asset, Server, TransactionBuilder
 from stellar_sdk import Keypair as StellarKeypair
 from substrateinterface import Keypair
 
+from devnet.horizon.app import DEVNET_PASSPHRASE, HorizonConfig
+from devnet.horizon.app import create_app as create_horizon
 from devnet.substrate.app import CHAIN_KEY, SubstrateConfig
 from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
 from ramp_service.chains.partners import AnchorClient, PixClient
-from ramp_service.chains.pendulum import PendulumChain
+from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.db.models import OperationRow, RampErrorRow, RampRow
+from ramp_service.domain.flows import Network
 from ramp_service.domain.outcomes import Outcome, RetryPolicy, Wait
+from ramp_service.domain.ramp import IssuedTx, SigningAccount, StoredTx
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.handlers.phases import (
     Chains,
+    FundEphemeral,
     FundingLock,
+    StellarCleanup,
     SubmitPresignedPendulum,
 )
 from ramp_service.worker.loader import RecordLoader
@@ -39,7 +48,7 @@ from service_kit.db import DirectPool, create_engine
 from tests.integration.devnet.conftest import Node
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
-from tests.support.ramps import buy_record, insert_at
+from tests.support.ramps import buy_record, insert_at, sell_record
 
 FUNDING = Keypair.create_from_uri("//PendulumFunding", ss58_format=56)
 CHAIN_TIMEOUT_S = 2.0  # a submit waiting for a block that never comes gives up after this
@@ -222,3 +231,169 @@ def test_a_presigned_extrinsic_already_in_the_pool_is_waited_for_not_retried(
     aio_loop.run(proc.run_once())
     assert row(sessions, aio_loop, ramp_id).current_phase == "nablaSwap"
     assert journal_state(sessions, aio_loop, ramp_id, "submit") == "confirmed"
+
+
+def block_after_nonce_read(node: Node, address: str) -> None:
+    """The next read of `address`'s account (its nonce) is followed by a block, sealed before
+    the answer leaves the node: whatever waits in the pool lands right after that read."""
+    node.rpc("dev_blockAfter", "state_getStorage", account_storage_key(address))
+
+
+def test_a_funding_transfer_landing_during_reconciliation_is_not_sent_twice(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The PEN funding transfer F1 (nonce N) waits in the pool when its submit times out. The
+    retry reconciles, and the block with F1 lands right after it read the funding account's
+    nonce. Deciding from that one reading (N unused) re-sends F1's bytes; a second reading
+    (N+1: "used by another transaction") signed and sent a second transfer at N+1."""
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+    proc = processor(
+        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
+    )
+    devnet = chain_of(node)
+    node.rpc("dev_pauseBlocks")
+    aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
+    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+    assert len(devnet.ready) == 1
+    block_after_nonce_read(node, FUNDING.ss58_address)
+    clock.advance(minutes=5)
+    aio_loop.run(proc.run_once())  # reconciles while F1 lands
+    node.rpc("dev_resumeBlocks")
+    eventually(lambda: not devnet.ready and not devnet.future, "an empty pool")
+    clock.advance(minutes=5)
+    aio_loop.run(proc.run_once())
+    assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
+    assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
+    assert devnet.nonces[FUNDING.public_key] == 1
+
+
+def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_lost(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Likewise for a presigned extrinsic: landing between the search and a second nonce
+    reading made it look like "nonce used, extrinsic not on chain" (EFFECT_NOT_FOUND, manual
+    review) although it was applied."""
+    eph = ephemeral(node)
+    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
+    )
+    node.rpc("dev_pauseBlocks")
+    aio_loop.run(proc.run_once())  # sent; the submit times out
+    block_after_nonce_read(node, eph.ss58_address)
+    clock.advance(minutes=5)
+    aio_loop.run(proc.run_once())  # reconciles while it lands
+    assert row(sessions, aio_loop, ramp_id).status == "RUNNING"
+    node.rpc("dev_resumeBlocks")
+    clock.advance(minutes=5)
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("RUNNING", "nablaSwap")
+    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+
+
+class LandsAfterFirstRead(StellarChain):
+    """The real Horizon client; once armed with an envelope, the network applies that envelope
+    (the earlier submission, still pending in the core's queue) right after the first read a
+    reconciliation makes, whichever read that is."""
+
+    held: str | None = None
+
+    async def _land(self) -> None:
+        if self.held is not None:
+            envelope, self.held = self.held, None
+            async with httpx.AsyncClient() as client:
+                landed = await client.post(
+                    f"{self.horizon_url}/transactions", data={"tx": envelope}
+                )
+            assert landed.status_code == 200, landed.text
+
+    async def account(self, account_id: str) -> object:  # type: ignore[override]
+        state = await super().account(account_id)
+        await self._land()
+        return state
+
+    async def find(self, tx_hash: str) -> object:  # type: ignore[override]
+        found = await super().find(tx_hash)
+        await self._land()
+        return found
+
+
+def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_lost(
+    chains: Chains,
+    aio_loop: LoopThread,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+) -> None:
+    """A presigned Stellar transaction whose submit got a 504 (still pending in the core) lands
+    during the next run's reconciliation. Searching first and reading the sequence second made
+    it "sequence used, transaction not on the ledger": EFFECT_NOT_FOUND, although it applied."""
+    config = HorizonConfig(DEVNET_PASSPHRASE, ledger_close_s=0.2, friendbot_amount=Decimal(100))
+    runner, port = aio_loop.run(serve(create_horizon(config)))
+    url = f"http://127.0.0.1:{port}"
+    stellar = LandsAfterFirstRead(url, DEVNET_PASSPHRASE, timeout_s=5)
+    try:
+        eph = StellarKeypair.random()
+        httpx.get(f"{url}/friendbot", params={"addr": eph.public_key}, timeout=5).raise_for_status()
+        account = Server(url).load_account(eph.public_key)
+        merge = (
+            TransactionBuilder(account, DEVNET_PASSPHRASE, base_fee=100)
+            .append_payment_op(config.friendbot.public_key, Asset.native(), "1")
+            .set_timeout(3600)
+            .build()
+        )
+        merge.sign(eph)
+        record = sell_record(clock.now)
+        pen = next(a for a in record.accounts if a.network is Network.PENDULUM)
+        cleanup = StoredTx(
+            IssuedTx(
+                "stellarCleanup", Network.STELLAR, eph.public_key, merge.transaction.sequence, "u"
+            ),
+            merge.to_xdr(),
+            "PRESIGNED",
+        )
+        record = replace(
+            record,
+            accounts=(SigningAccount(Network.STELLAR, eph.public_key), pen),
+            txs=(*(t for t in record.txs if t.issued.phase != "stellarCleanup"), cleanup),
+        )
+        chains.stellar = stellar
+        ramp_id = aio_loop.run(
+            insert_at(sessions, record, "complete", clock.now, "COMPLETE", "stellarCleanup")
+        )
+        proc = processor(
+            sessions,
+            direct,
+            clock,
+            {"stellarCleanup": StellarCleanup(chains), "pendulumCleanup": Parked()},
+        )
+        faults = {"fail_next": 1, "fail_status": 504, "paths": ["/transactions"]}
+        httpx.post(f"{url}/dev/faults", json=faults, timeout=5).raise_for_status()
+        aio_loop.run(proc.run_once())  # 504: pending as far as anyone knows
+        assert journal_state(sessions, aio_loop, ramp_id, "submit") == "submitted"
+        stellar.held = merge.to_xdr()
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())  # reconciles while it lands
+        assert journal_state(sessions, aio_loop, ramp_id, "submit") == "confirmed"
+        assert "CLEANUP_ABANDONED" not in error_reasons(sessions, aio_loop, ramp_id)
+        assert row(sessions, aio_loop, ramp_id).cleanup_phase == "pendulumCleanup"
+    finally:
+        aio_loop.run(stellar.close())
+        aio_loop.run(runner.cleanup())
