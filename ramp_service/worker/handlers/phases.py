@@ -160,7 +160,7 @@ class SubmitPresignedPendulum:
         entry = await ctx.journal.get("submit")
         if entry is not None and entry.state == "confirmed":
             return Advance()
-        if entry is not None and entry.state == "failed":
+        if entry is not None and entry.state == "failed":  # failed on chain: its nonce is used
             return Review("PENDULUM_DISPATCH_FAILED", f"{ctx.phase}: {entry.detail}")
         if entry is not None:
             lookup = await pendulum.find(tx_hash, signer, nonce, since_block=_since(entry))
@@ -178,15 +178,14 @@ class SubmitPresignedPendulum:
         if self._precheck is not None and (refused := await self._precheck(ctx)) is not None:
             return refused
         if entry is None:
-            head = await pendulum.head()
-            await ctx.journal.record_intent(
+            entry = await ctx.journal.record_intent(
                 "submit",
                 "pendulum",
                 tx_hash=tx_hash,
                 signer=signer,
                 nonce=nonce,
                 payload=payload,
-                detail=f"block:{head}",
+                detail=f"block:{await pendulum.head()}",
             )
         await ctx.journal.mark("submit", "submitted")
         try:
@@ -196,7 +195,10 @@ class SubmitPresignedPendulum:
                 # In the pool already, just included, or its nonce used: reconcile next time.
                 return Wait(self._chains.poll, "IN_POOL_OR_USED")
             if not exc.recoverable:
-                await ctx.journal.mark("submit", "failed", f"block:{_since(entry) or 0} {exc}")
+                # Refused by the pool (fees, limits): nothing went on chain and the nonce is
+                # unused, so the entry stays `submitted` and a retry (an operator's, after a
+                # top-up) reconciles and sends the same bytes again. Only `_record` fails it.
+                await ctx.journal.mark("submit", "submitted", f"block:{_since(entry)} {exc}")
             raise
         return await self._record(ctx, inclusion)
 

@@ -24,6 +24,7 @@ from devnet.horizon.app import create_app as create_horizon
 from devnet.substrate.app import CHAIN_KEY, SubstrateConfig
 from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
+from ramp_service.admin import RampAdmin
 from ramp_service.chains.partners import AnchorClient, PixClient
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain
@@ -397,3 +398,47 @@ def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_
     finally:
         aio_loop.run(stellar.close())
         aio_loop.run(runner.cleanup())
+
+
+def test_a_pool_refusal_is_sent_again_after_an_operators_retry(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The pool refuses the presigned extrinsic (1010: the ephemeral cannot pay the fee), so
+    the ramp, holding the user's money, goes to MANUAL_REVIEW. Nothing went on chain and the
+    nonce is unused: once an operator tops the ephemeral up and retries, the same bytes are
+    sent again (after the pool's ban on them ends) and the ramp goes on."""
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
+    )
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "nablaApprove")
+    assert current.status_reason.startswith("PENDULUM_INVALID_INABILITY_TO_PAY_SOME_FEES")
+    ephemeral_topped_up = node.rpc("dev_mint", eph.ss58_address, "PEN", "10")
+    assert ephemeral_topped_up["result"] is True
+    devnet = chain_of(node)
+    eventually(lambda: devnet.native.get(eph.public_key, 0) > 0, "the top-up")
+    aio_loop.run(RampAdmin(sessions, clock).retry(str(ramp_id), "alice", "topped up PEN"))
+
+    def moved_on() -> bool:
+        clock.advance(seconds=2)
+        aio_loop.run(proc.run_once())
+        return row(sessions, aio_loop, ramp_id).status != "RUNNING" or (
+            row(sessions, aio_loop, ramp_id).current_phase != "nablaApprove"
+        )
+
+    eventually(moved_on, "the retried ramp leaving nablaApprove")
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("RUNNING", "nablaSwap")
+    assert devnet.nonces[eph.public_key] == 1  # sent once, applied once
