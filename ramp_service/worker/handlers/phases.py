@@ -440,7 +440,16 @@ class BrlaTeleport:
         self._chains = chains
 
     async def run(self, ctx: PhaseContext) -> Outcome:
-        deposit = await self._chains.pix.deposit(ctx.ramp.partner_data["pix_deposit_id"])
+        try:
+            deposit = await self._chains.pix.deposit(ctx.ramp.partner_data["pix_deposit_id"])
+        except ChainError as exc:
+            if exc.recoverable:
+                raise
+            # The charge is payable from register on, so once the partner will not say what
+            # became of it (a 401 after a credential rotation, a 404 in an incident) the user
+            # may have paid: a person settles it, never the terminal `failed`. Only a charge
+            # the partner reports unpaid times out.
+            return Review(exc.reason, exc.message)
         if deposit.status == "PENDING":
             return Wait(self._chains.poll, "PIX_PENDING")
         if deposit.status in ("PAID", "MINT_FAILED"):  # the user has paid: no timeout from here

@@ -21,6 +21,8 @@ from substrateinterface import Keypair
 
 from devnet.horizon.app import DEVNET_PASSPHRASE, HorizonConfig
 from devnet.horizon.app import create_app as create_horizon
+from devnet.pix.app import PixConfig
+from devnet.pix.app import create_app as create_pix
 from devnet.substrate.app import CHAIN_KEY, SubstrateConfig
 from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
@@ -35,6 +37,7 @@ from ramp_service.domain.ramp import IssuedTx, SigningAccount, StoredTx
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.handlers.phases import (
+    BrlaTeleport,
     Chains,
     FundEphemeral,
     FundingLock,
@@ -442,3 +445,46 @@ def test_a_pool_refusal_is_sent_again_after_an_operators_retry(
     current = row(sessions, aio_loop, ramp_id)
     assert (current.status, current.current_phase) == ("RUNNING", "nablaSwap")
     assert devnet.nonces[eph.public_key] == 1  # sent once, applied once
+
+
+@pytest.mark.parametrize("paid", [True, False], ids=["after-payment", "before-payment"])
+def test_a_pix_partner_refusal_goes_to_manual_review_never_failed(
+    paid: bool,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The PIX partner answers a 4xx (404 in an incident, 401 after a credential rotation) while
+    brlaTeleport polls the charge. The user has paid, or may pay any moment (the charge stays
+    payable): the ramp goes to MANUAL_REVIEW, not to the terminal `failed`."""
+    partner = create_pix(PixConfig(substrate_rpc_url="http://127.0.0.1:1/"))  # mints never land
+    runner, port = aio_loop.run(serve(partner))
+    url = f"http://127.0.0.1:{port}"
+    chains.pix = PixClient(url)
+    try:
+        eph = Keypair.create_from_uri(f"//Eph{uuid.uuid4().hex}", ss58_format=56)
+        deposit = aio_loop.run(
+            chains.pix.create_deposit(Decimal("100"), "529.982.247-25", eph.ss58_address)
+        )
+        record = replace(
+            buy_record(clock.now, eph.ss58_address, {}),
+            partner_data={"pix_deposit_id": deposit.id},
+        )
+        ramp_id = aio_loop.run(insert_at(sessions, record, "brlaTeleport", clock.now))
+        proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(chains)})
+        if paid:
+            httpx.post(f"{url}/dev/pix/{deposit.id}/pay", timeout=5).raise_for_status()
+        aio_loop.run(proc.run_once())
+        assert row(sessions, aio_loop, ramp_id).status == "RUNNING"  # waiting (paid: for the mint)
+        faults = {"fail_next": 1, "fail_status": 404, "paths": ["/v1/pix/deposits"]}
+        httpx.post(f"{url}/dev/faults", json=faults, timeout=5).raise_for_status()
+        clock.advance(seconds=5)
+        aio_loop.run(proc.run_once())
+        current = row(sessions, aio_loop, ramp_id)
+        assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "brlaTeleport")
+        assert current.status_reason.startswith("PARTNER_REJECTED")
+    finally:
+        aio_loop.run(chains.pix.close())
+        aio_loop.run(runner.cleanup())
