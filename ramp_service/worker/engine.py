@@ -124,17 +124,28 @@ class PhaseProcessor:
 
     async def _after_bug(self, claim: Claim, exc: Exception) -> None:
         """Record the error, count an attempt and back off under the phase's retry policy (to
-        MANUAL_REVIEW once it is exhausted), so a ramp that keeps hitting a bug is neither
-        claimed again at every poll nor left without a trace."""
+        MANUAL_REVIEW once it is exhausted; a complete ramp's cleanup is abandoned instead, as
+        cleanup never blocks `complete`), so a ramp that keeps hitting a bug is neither claimed
+        again at every poll nor left without a trace."""
         phase = claim.active_phase
         error = ErrorEntry(phase, "PROCESSOR_ERROR", f"{type(exc).__name__}: {exc}", True)
         policy = self._config.policy(phase)
         attempts = claim.attempts + 1
         try:
             why = policy.exhausted(attempts, claim.phase_started_at, self._queue.clock())
-            if why is not None and claim.status != "COMPLETE":
+            if why is not None:
                 with contextlib.suppress(Exception):  # the move may be what fails: back off
-                    await self._manual_review(claim, phase, f"PROCESSOR_ERROR: {why}", error)
+                    if claim.status == "COMPLETE":
+                        # The rest of the cleanup would hit the same bug: stop it here.
+                        abandoned = ErrorEntry(
+                            phase,
+                            "CLEANUP_ABANDONED",
+                            f"PROCESSOR_ERROR: {why}; {error.message}",
+                            False,
+                        )
+                        await self._queue.step_cleanup(claim, None, abandoned)
+                    else:
+                        await self._manual_review(claim, phase, f"PROCESSOR_ERROR: {why}", error)
                     return
             await self._queue.reschedule(claim, policy.backoff(attempts), error)
         except Exception:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
 from ramp_service.domain.flows import SELL_V1
 from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, Wait
+from ramp_service.domain.ramp import RampRecord
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext
 from ramp_service.worker.loader import RecordLoader
@@ -292,6 +294,62 @@ def test_a_processor_bug_backs_off_counts_attempts_then_goes_to_manual_review(
             return list(found)
 
     assert aio_loop.run(reasons()) == ["PROCESSOR_ERROR"] * 3
+
+
+class BrokenLoads:
+    """The record loader, failing (a bug) for the ramps in `broken`."""
+
+    def __init__(self, load: Callable[[uuid.UUID], Awaitable[RampRecord]]) -> None:
+        self.load = load
+        self.broken: set[uuid.UUID] = set()
+
+    async def __call__(self, ramp_id: uuid.UUID) -> RampRecord:
+        if ramp_id in self.broken:
+            raise ValueError("a row the loader cannot read")
+        return await self.load(ramp_id)
+
+
+def test_a_processor_bug_in_cleanup_abandons_the_cleanup_once_the_budget_is_spent(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A complete ramp whose cleanup keeps hitting a processor bug backs off like any other,
+    and once the budget is spent its cleanup is abandoned with the error recorded: it stays
+    `complete` and is not claimed again (it was rescheduled forever, an error row each time)."""
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    loads = BrokenLoads(RecordLoader(direct))
+    script = Script({"stellarCleanup": [Retry("HORIZON_TIMEOUT", "no answer")]})
+    proc = PhaseProcessor(
+        WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock),
+        loads,
+        {p.name: script for p in (*SELL_V1.phases, *SELL_V1.cleanup)},
+        ProcessorConfig(default_policy=RetryPolicy(max_attempts=3)),
+        WorkerMetrics(),
+    )
+    aio_loop.run(proc.run_once())
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.cleanup_phase, row.attempts) == ("COMPLETE", "stellarCleanup", 1)
+    loads.broken.add(ramp_id)
+    for _ in range(2):
+        clock.advance(minutes=10)
+        assert aio_loop.run(proc.run_once()) == 1
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase, row.cleanup_phase) == ("COMPLETE", "complete", None)
+    clock.advance(hours=1)
+    assert aio_loop.run(proc.run_once()) == 0  # not claimed again
+
+    async def errors() -> list[str]:
+        async with sessions.begin() as session:
+            found = await session.scalars(
+                select(RampErrorRow.reason)
+                .where(RampErrorRow.ramp_id == ramp_id)
+                .order_by(RampErrorRow.id)
+            )
+            return list(found)
+
+    assert aio_loop.run(errors()) == ["HORIZON_TIMEOUT", "PROCESSOR_ERROR", "CLEANUP_ABANDONED"]
 
 
 def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
