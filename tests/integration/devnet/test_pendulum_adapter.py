@@ -12,6 +12,7 @@ import pytest
 from substrateinterface import Keypair
 
 from devnet.substrate.chain import Chain
+from ramp_service.chains import pendulum as pendulum_module
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from ramp_service.chains.pendulum import IssuedCall, PendulumChain, _compact
 from service_kit.errors import InvalidInput
@@ -268,8 +269,22 @@ def test_warm_up_loads_the_runtime_before_the_first_calls(
     assert loads == 0
 
 
+class _HastyClock:
+    """The `time` module as the scan sees it, its monotonic clock 20 ms on per reading."""
+
+    def __init__(self) -> None:
+        self._now = time.monotonic()
+
+    def monotonic(self) -> float:
+        self._now += 0.02
+        return self._now
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
 def test_finding_an_old_extrinsic_is_bounded(
-    node: Node, chain: PendulumChain, aio_loop: LoopThread
+    node: Node, chain: PendulumChain, aio_loop: LoopThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reconciliation long after the intent (an operator's retry hours later) must neither
     scan every block since in one call nor leave the scan running past the call's deadline:
@@ -294,10 +309,15 @@ def test_finding_an_old_extrinsic_is_bounded(
             hasty.find(sent.extrinsic_hash, eph.ss58_address, 0, since_block=intent)
         ).inclusion
         assert found is not None and found.extrinsic_hash == sent.extrinsic_hash
-        # Unknown hash, no nonce to go by: a scan of every block, stopped at the deadline.
-        with pytest.raises(RecoverableError) as overdue:
-            aio_loop.run(hasty.find("0x" + "cd" * 32, since_block=intent))
+        # Unknown hash, no nonce to go by: a scan of every block, stopped at the deadline. The
+        # scan's clock runs 20 ms per reading here, so the deadline falls inside the 600 blocks
+        # however fast this machine reads them (on a fast one the real scan beat 0.45 s).
+        with monkeypatch.context() as patched:
+            patched.setattr(pendulum_module, "time", _HastyClock())
+            with pytest.raises(RecoverableError) as overdue:
+                aio_loop.run(hasty.find("0x" + "cd" * 32, since_block=intent))
         assert overdue.value.reason == "PENDULUM_TIMEOUT"
+        assert "took too long" in overdue.value.message  # the scan stopped, not the wait
         # The scan's client went back to the pool sound: the next call answers.
         assert aio_loop.run(hasty.head()) > intent + 600
     finally:
