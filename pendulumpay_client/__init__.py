@@ -163,7 +163,10 @@ class RampClient:
     def start(
         self, ramp_id: str, presigned: list[dict[str, Any]], key: str | None = None
     ) -> dict[str, Any]:
-        """POST /v1/ramp/start; the idempotency key makes a retried start safe."""
+        """POST /v1/ramp/start; the idempotency key makes a retried start safe. A BUY's answer
+        carries the PIX charge to pay (`depositInstructions`: `pixCopyPaste`, payable until
+        `pixExpiresAt`); register's has none. A 503 stored nothing: start again (every start
+        of a ramp gets the same charge)."""
         return self._call(
             "POST",
             "/v1/ramp/start",

@@ -85,9 +85,9 @@ def main() -> int:
             print("BUY 500 BRL (PIX) -> USDC (AssetHub)")
             buy = start_buy(rest, wallet, DEMO_PASSPHRASE, "500")
             print(f"  quote {buy.quote['id']}: 500 BRL -> {buy.quote['outputAmount']} USDC")
-            print(
-                f"  PIX copy-and-paste: {buy.ramp['depositInstructions']['pixCopyPaste'][:48]}..."
-            )
+            pix = buy.ramp["depositInstructions"]
+            print(f"  PIX copy-and-paste: {pix['pixCopyPaste'][:48]}...")
+            print(f"  payable until {pix['pixExpiresAt']}")
             pay_pix(wallet, buy)
             bought = follow(rest, buy, BUY_V1, "BUY ")
         except RampApiError as exc:

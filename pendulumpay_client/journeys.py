@@ -86,5 +86,5 @@ def start_buy(
 
 
 def pay_pix(wallet: DevnetWallet, journey: Journey) -> None:
-    """The user pays the PIX charge from their bank."""
+    """The user pays the PIX charge (opened by start: in the started ramp) from their bank."""
     wallet.pay_pix(journey.ramp["depositInstructions"]["pixDepositId"])

@@ -26,6 +26,12 @@ class RampSettings(ServiceSettings):
     substrate_url: str = Field("ws://127.0.0.1:9944", description="Pendulum JSON-RPC endpoint.")
     anchor_url: str = Field("http://127.0.0.1:8001", description="SEP-24 anchor.")
     pix_url: str = Field("http://127.0.0.1:8002", description="PIX partner (BRLA).")
+    pix_payment_window_s: int = Field(
+        3600,
+        ge=60,
+        le=86400,
+        description="BUY: how long the PIX charge opened at start can be paid (its expiry).",
+    )
     chain_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of chain calls.")
     stellar_funding_secret: SecretStr = Field(
         SecretStr(""), description="Secret seed (S...) of the Stellar funding account."

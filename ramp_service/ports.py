@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from ramp_service.domain.flows import Flow, Network
@@ -12,6 +13,7 @@ from ramp_service.domain.ramp import (
     IssuedTx,
     PresignedTx,
     QuoteSnapshot,
+    RampRecord,
     SigningAccount,
 )
 
@@ -41,7 +43,7 @@ class RegistrationPlan:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The issued transactions, partner facts and deposit instructions of a new ramp."""
+    """The issued transactions and partner facts of a new ramp."""
 
     txs: list[IssuedTx]
     partner_data: dict[str, str] = field(default_factory=dict)
@@ -63,7 +65,13 @@ class RegistrationChains(Protocol):
         ...
 
     async def prepare(self, plan: RegistrationPlan) -> Prepared:
-        """Build the unsigned transactions and open the partner side (PIX deposit, anchor)."""
+        """Build the unsigned transactions and open the anchor withdrawal (SELL)."""
+        ...
+
+    async def open_payment(self, record: RampRecord, now: datetime) -> dict[str, str]:
+        """At start: open what the user pays in (a BUY's PIX charge, payable for the payment
+        window from `now`; every start of a ramp gets the same one) and return its facts to
+        store with the start. Raises ChainUnavailable when the partner cannot be reached."""
         ...
 
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:

@@ -217,7 +217,8 @@ class RampService:
     async def start(
         self, ramp_id: str, presigned: list[PresignedTx], data: AdditionalData
     ) -> RampRecord:
-        """Check the presigned set and hand the ramp to the phase processor."""
+        """Check the presigned set, open the payment (a BUY's PIX charge) and hand the ramp to
+        the phase processor."""
         record = await self.get(ramp_id)
         payloads = await self._verified(record, presigned)
         if record.status is not RampStatus.REGISTERED:
@@ -227,8 +228,15 @@ class RampService:
         if now >= record.start_deadline:
             raise StartDeadlinePassed(ramp_id)
         check_complete(record.issued(), record.presigned_keys() | set(payloads))
+        # Opened here, not at register, so a ramp that never starts has nothing to pay; and
+        # before the write, holding nothing: a partner failure stores nothing and the client's
+        # retry opens it again. The charge's txid derives from the ramp id, so retries and
+        # concurrent starts all get the one charge, and the winning write stores it. (A start
+        # that loses to a cancel or the start deadline leaves a charge nobody was shown; it
+        # expires with its payment window.)
+        payment = await self._chains.open_payment(record, now)
         async with self._direct.connection() as conn:
-            won = await start_ramp(conn, record.id, payloads, merged, USER, now)
+            won = await start_ramp(conn, record.id, payloads, merged, payment, USER, now)
         # Read after commit: the answer shows the ramp as every later reader will.
         if won:
             return await self.get(ramp_id)

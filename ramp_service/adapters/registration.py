@@ -1,8 +1,11 @@
 """The chain and partner work of register and start, composed from the adapters.
 
-For each corridor, register builds every transaction the ephemerals must presign and opens the
-partner side (the anchor withdrawal that names the Stellar account and memo to pay, or the PIX
-deposit the user pays). Amounts come from the consumed quote: the swap takes the input minus
+For each corridor, register builds every transaction the ephemerals must presign and, for SELL,
+opens the anchor withdrawal that names the Stellar account and memo to pay. A BUY's PIX charge
+is opened at start (`open_payment`), not at register: a ramp that is never started then has no
+charge anyone could pay, and the charge's expiry counts from the moment the ramp is watched.
+Its txid derives from the ramp id, so every start of a ramp (a retry, a concurrent one) gets the
+one charge. Amounts come from the consumed quote: the swap takes the input minus
 fees, its presigned minimum output is the quoted output (the hard floor; the processor checks the
 live pool against it before submitting), the bridge redeem / XCM transfer moves exactly the quoted
 output, and cleanup sends the fees left on the ephemeral to the platform's funding account.
@@ -13,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from stellar_sdk import Asset, StrKey
@@ -30,7 +35,7 @@ from ramp_service.chains.stellar import StellarChain
 from ramp_service.config import RampSettings
 from ramp_service.domain.errors import ChainUnavailable
 from ramp_service.domain.flows import Network
-from ramp_service.domain.ramp import IssuedTx, PresignedTx, SigningAccount
+from ramp_service.domain.ramp import IssuedTx, PresignedTx, RampRecord, SigningAccount
 from ramp_service.ports import Prepared, RegistrationPlan
 
 # Fiat currency → the token the pools and bridge move it as.
@@ -55,6 +60,7 @@ class ChainRegistration:
         pix: PixClient,
         stellar_funding: str,
         pendulum_funding: str,
+        pix_payment_window: timedelta = timedelta(hours=1),
     ) -> None:
         self._stellar = stellar
         self._pendulum = pendulum
@@ -62,6 +68,7 @@ class ChainRegistration:
         self._pix = pix
         self._stellar_funding = stellar_funding
         self._pendulum_funding = pendulum_funding
+        self._pix_payment_window = pix_payment_window
 
     def is_valid_address(self, network: Network, address: str) -> bool:
         """Stellar: an ed25519 public key (G...). Pendulum: an account in Pendulum's SS58
@@ -173,9 +180,6 @@ class ChainRegistration:
         q = plan.quote
         token_in, token_out = TOKEN_FOR[q.input_currency], TOKEN_FOR[q.output_currency]
         pendulum = plan.accounts[Network.PENDULUM].address
-        deposit = await self._pix.create_deposit(
-            q.input_amount, plan.additional_data.tax_id, pendulum
-        )
         net = q.input_amount - q.fee_total
         p = self._pendulum
         txs = await self._pendulum_txs(
@@ -188,7 +192,32 @@ class ChainRegistration:
                 p.token_transfer(self._pendulum_funding, token_in, q.fee_total),
             ],
         )
-        return Prepared(txs, {"pix_deposit_id": deposit.id, "pix_copy_paste": deposit.copy_paste})
+        return Prepared(txs)
+
+    async def open_payment(self, record: RampRecord, now: datetime) -> dict[str, str]:
+        """BUY: the ramp's PIX charge (txid from the ramp id), payable until `now` plus the
+        payment window; a repeated start gets the charge (and expiry) the first one made. Its
+        facts, stored with the start. SELL: nothing (the anchor side is opened at register)."""
+        if record.quote.ramp_type != "BUY":
+            return {}
+        pendulum = next(a.address for a in record.accounts if a.network is Network.PENDULUM)
+        try:
+            deposit = await self._pix.create_deposit(
+                pix_txid(record.id),
+                record.quote.input_amount,
+                record.additional_data.tax_id,
+                pendulum,
+                now + self._pix_payment_window,
+            )
+        except ChainError as exc:
+            raise ChainUnavailable(f"{exc.reason}: {exc.message}") from exc
+        assert deposit.expires_at is not None  # created with one
+        return {
+            "pix_deposit_id": deposit.id,
+            "pix_txid": deposit.txid,
+            "pix_copy_paste": deposit.copy_paste,
+            "pix_expires_at": deposit.expires_at.isoformat(),
+        }
 
     async def warm_up(self) -> None:
         """Connect to Pendulum and load its runtime ahead of the first register (see
@@ -236,6 +265,12 @@ class Adapters:
     pix: PixClient
     stellar_funding: StellarKeypair | None
     pendulum_funding: SubstrateKeypair | None
+
+
+def pix_txid(ramp_id: uuid.UUID) -> str:
+    """The txid of a ramp's PIX charge: PIX lets the receiver choose it (26 to 35 letters and
+    digits), and one per ramp makes creating the charge idempotent."""
+    return ramp_id.hex
 
 
 def is_substrate_account(address: str, ss58_format: int | None) -> bool:
@@ -310,4 +345,8 @@ def build_adapters(settings: RampSettings) -> Adapters:
 
 def build_registration_chains(settings: RampSettings) -> ChainRegistration:
     """Registration over the adapters for `settings`: public funding addresses only."""
-    return ChainRegistration(*_chains_and_partners(settings), *funding_accounts(settings))
+    return ChainRegistration(
+        *_chains_and_partners(settings),
+        *funding_accounts(settings),
+        timedelta(seconds=settings.pix_payment_window_s),
+    )

@@ -5,6 +5,8 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import grpc
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
@@ -67,6 +69,7 @@ def ramp_to_proto(record: RampRecord) -> ramp_pb2.Ramp:
     q = record.quote
     partner = record.partner_data
     if q.ramp_type == "BUY":
+        # The PIX charge is opened at start: a registered ramp has none yet.
         deposit = ramp_pb2.DepositInstructions(
             pix_deposit_id=partner.get("pix_deposit_id", ""),
             pix_copy_paste=partner.get("pix_copy_paste", ""),
@@ -74,6 +77,8 @@ def ramp_to_proto(record: RampRecord) -> ramp_pb2.Ramp:
             currency=q.input_currency,
             network="pix",
         )
+        if expires := partner.get("pix_expires_at"):
+            deposit.pix_expires_at.CopyFrom(timestamp(datetime.fromisoformat(expires)))
     else:
         pendulum = next((a.address for a in record.accounts if a.network.value == "pendulum"), "")
         deposit = ramp_pb2.DepositInstructions(

@@ -1,7 +1,8 @@
 """Fiat partners over HTTP: the SEP-24 anchor (off-ramp payouts) and the PIX partner (on-ramp).
 
 Every call has a timeout. Failures are classified for the processor: timeouts, connection
-errors, 5xx and 429 are recoverable; other 4xx are not.
+errors, 5xx and 429 are recoverable; other 4xx are not (`PartnerRefusal`, with the partner's own
+error code when it names one).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,12 +34,30 @@ class AnchorWithdrawal:
 
 @dataclass(frozen=True)
 class PixDeposit:
-    """A PIX deposit and its state (PENDING, PAID, MINTED, MINT_FAILED)."""
+    """A PIX charge and its state: PENDING, then PAID → MINTED (MINT_FAILED while the partner
+    retries its mint), or EXPIRED / CANCELLED when it was never paid."""
 
     id: str
+    txid: str
     amount: Decimal
+    tax_id: str
+    destination: str
+    expires_at: datetime | None
     copy_paste: str
     status: str
+
+    @property
+    def paid(self) -> bool:
+        """Whether the user's money reached the partner."""
+        return self.status in ("PAID", "MINTED", "MINT_FAILED")
+
+
+class PartnerRefusal(UnrecoverableError):
+    """A partner's 4xx (other than 429); `code` is its own error code, when it names one."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__("PARTNER_REJECTED", message)
+        self.code = code
 
 
 def _where(method: str, url: str) -> str:
@@ -60,7 +80,7 @@ def _refusal(text: str) -> str:
         for field in ("error", "code"):
             value = body.get(field)
             if isinstance(value, str) and _CODE.fullmatch(value):
-                return f" ({value})"
+                return value
     return ""
 
 
@@ -78,7 +98,8 @@ async def _call(
     if status == 429 or status >= 500:
         raise RecoverableError("PARTNER_UNAVAILABLE", f"{where}: HTTP {status}")
     if status >= 400:
-        raise UnrecoverableError("PARTNER_REJECTED", f"{where}: HTTP {status}{_refusal(text)}")
+        code = _refusal(text)
+        raise PartnerRefusal(f"{where}: HTTP {status}" + (f" ({code})" if code else ""), code)
     try:
         body = json.loads(text)
     except ValueError as exc:
@@ -145,14 +166,44 @@ def _withdrawal(tx: dict[str, Any]) -> AnchorWithdrawal:
 class PixClient(_PartnerHttp):
     """The PIX partner (BRLA)."""
 
-    async def create_deposit(self, amount: Decimal, tax_id: str, destination: str) -> PixDeposit:
-        """A PIX deposit for `amount` BRL that mints BRLA to `destination` once paid."""
-        body = await _call(
-            self._http(),
-            "POST",
-            f"{self._base_url}/v1/pix/deposits",
-            json={"amount": f"{amount:.2f}", "tax_id": tax_id, "destination": destination},
-        )
+    async def create_deposit(
+        self,
+        txid: str,
+        amount: Decimal,
+        tax_id: str,
+        destination: str,
+        expires_at: datetime,
+    ) -> PixDeposit:
+        """The PIX charge `txid` for `amount` BRL, payable until `expires_at`, that mints BRLA
+        to `destination` once paid. Idempotent per txid: a repeated create (a retry after a
+        lost answer, a concurrent one) gets the charge the first one made, even when it asked
+        for another expiry; a charge with other terms under this txid is refused."""
+        try:
+            body = await _call(
+                self._http(),
+                "POST",
+                f"{self._base_url}/v1/pix/deposits",
+                json={
+                    "txid": txid,
+                    "amount": f"{amount:.2f}",
+                    "tax_id": tax_id,
+                    "destination": destination,
+                    "expires_at": expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                },
+            )
+        except PartnerRefusal as exc:
+            if exc.code != "txid_conflict":
+                raise
+            existing = await self.deposit_by_txid(txid)
+            if (existing.amount, existing.tax_id, existing.destination) != (
+                amount,
+                tax_id,
+                destination,
+            ):
+                raise UnrecoverableError(
+                    "PIX_TXID_CONFLICT", f"PIX charge {txid} exists with other terms"
+                ) from None
+            return existing
         return _deposit(body)
 
     async def deposit(self, deposit_id: str) -> PixDeposit:
@@ -160,11 +211,35 @@ class PixClient(_PartnerHttp):
         body = await _call(self._http(), "GET", f"{self._base_url}/v1/pix/deposits/{deposit_id}")
         return _deposit(body)
 
+    async def deposit_by_txid(self, txid: str) -> PixDeposit:
+        """The charge made with `txid`."""
+        body = await _call(self._http(), "GET", f"{self._base_url}/v1/pix/txid/{txid}")
+        return _deposit(body)
+
+    async def cancel_deposit(self, deposit_id: str) -> PixDeposit:
+        """Withdraw an unpaid charge; the charge's final state: CANCELLED (or EXPIRED, if its
+        time ran out first), or a paid state when the payment came first (the partner refuses
+        the cancel with `deposit_paid`: the charge is read and returned)."""
+        try:
+            body = await _call(
+                self._http(), "POST", f"{self._base_url}/v1/pix/deposits/{deposit_id}/cancel"
+            )
+        except PartnerRefusal as exc:
+            if exc.code != "deposit_paid":
+                raise
+            return await self.deposit(deposit_id)
+        return _deposit(body)
+
 
 def _deposit(body: dict[str, Any]) -> PixDeposit:
+    expires = body.get("expires_at")
     return PixDeposit(
         str(body["id"]),
+        str(body.get("txid") or ""),
         Decimal(str(body["amount"])),
+        str(body.get("tax_id") or ""),
+        str(body.get("destination") or ""),
+        datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None,
         str(body["pix_copy_paste"]),
         str(body["status"]),
     )

@@ -81,7 +81,8 @@ class RampRow(Base):
     tax_id: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     current_phase: Mapped[str] = mapped_column(String(32))
-    # Partner facts fixed at register: PIX deposit, anchor withdrawal id/account/memo (bounded).
+    # Partner facts (bounded): the anchor withdrawal id/account/memo, fixed at register; the PIX
+    # charge's id, txid, code and expiry, fixed at start.
     partner_data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     request_hash: Mapped[str] = mapped_column(String(64))
     start_deadline: Mapped[datetime] = mapped_column(TS)

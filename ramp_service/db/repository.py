@@ -269,7 +269,8 @@ async def register_conflicts(
 
 
 # StartRamp's write, one statement (atomic on an autocommit connection): the ramp moves from
-# REGISTERED to RUNNING only while its start deadline lies ahead, and only if it did, its presigned
+# REGISTERED to RUNNING only while its start deadline lies ahead, with the facts of the payment
+# opened for it (a BUY's PIX charge) added to its partner data, and only if it did, its presigned
 # payloads are stored and its "started" event appended. Under READ COMMITTED a concurrent start
 # waits for the row and then finds it RUNNING: exactly one start wins.
 START_SQL = """
@@ -277,7 +278,8 @@ WITH won AS (
     UPDATE ramp.ramps
     SET status = 'RUNNING', next_attempt_at = %(now)s, phase_started_at = %(now)s,
         updated_at = %(now)s, wallet_address = %(wallet_address)s,
-        destination = %(destination)s, tax_id = %(tax_id)s
+        destination = %(destination)s, tax_id = %(tax_id)s,
+        partner_data = partner_data || %(payment)s::jsonb
     WHERE id = %(id)s AND status = 'REGISTERED' AND start_deadline > %(now)s
     RETURNING id
 ), signed AS (
@@ -298,11 +300,13 @@ async def start_ramp(
     ramp_id: uuid.UUID,
     payloads: Mapping[tuple[str, str], str],
     data: AdditionalData,
+    payment: Mapping[str, str],
     actor: str,
     now: datetime,
 ) -> bool:
-    """Store `payloads` and hand the ramp to the processor, if it is still REGISTERED and its
-    start deadline lies after `now`; whether this call did."""
+    """Store `payloads` and the `payment` opened for the ramp (added to its partner data) and
+    hand the ramp to the processor, if it is still REGISTERED and its start deadline lies after
+    `now`; whether this call did."""
     cursor = await conn.execute(
         START_SQL,
         {
@@ -311,6 +315,7 @@ async def start_ramp(
             "wallet_address": data.wallet_address,
             "destination": data.destination,
             "tax_id": data.tax_id,
+            "payment": json.dumps(dict(payment)),
             "payloads": json.dumps(
                 [{"phase": ph, "network": n, "payload": p} for (ph, n), p in payloads.items()]
             ),

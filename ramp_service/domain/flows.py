@@ -33,6 +33,10 @@ class PhaseSpec:
     presigned_on: Network | None = None
     # A phase that can time out (waiting for the user or a partner) may jump to `timedOut`.
     may_time_out: bool = False
+    # Only the partner can confirm this phase's timeout (a PIX charge is payable until the
+    # partner reports it expired or cancelled): the handler times it out on the partner's word;
+    # running out of the phase's time budget, or an unrecoverable error, goes to MANUAL_REVIEW.
+    partner_confirms_timeout: bool = False
     # The user's money is on an ephemeral by now: an unrecoverable error here goes to
     # MANUAL_REVIEW (where an operator can retry or settle it), never to the terminal `failed`.
     holds_funds: bool = False
@@ -116,7 +120,7 @@ BUY_V1 = Flow(
     version="buy-v1",
     phases=(
         PhaseSpec(INITIAL),
-        PhaseSpec("brlaTeleport", may_time_out=True),
+        PhaseSpec("brlaTeleport", may_time_out=True, partner_confirms_timeout=True),
         PhaseSpec("fundEphemeral", holds_funds=True),
         PhaseSpec("nablaApprove", presigned_on=Network.PENDULUM, holds_funds=True),
         PhaseSpec("nablaSwap", presigned_on=Network.PENDULUM, holds_funds=True),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ramp_service.config import RampSettings
 
@@ -24,7 +24,13 @@ class WorkerSettings(RampSettings):
     worker_max_attempts: int = Field(8, ge=1, description="Recoverable errors before review.")
     worker_phase_budget_s: int = Field(1800, ge=10, description="Longest time in one phase.")
     deposit_timeout_s: int = Field(3600, ge=10, description="SELL: wait for the user's deposit.")
-    pix_timeout_s: int = Field(3600, ge=10, description="BUY: wait for the PIX payment.")
+    pix_timeout_s: int = Field(
+        7200,
+        ge=10,
+        description="BUY: brlaTeleport's time budget. An unpaid charge times the ramp out when"
+        " the partner confirms it expired or cancelled (PIX_PAYMENT_WINDOW_S after start); past"
+        " this budget a charge still pending, or paid and not minted, goes to MANUAL_REVIEW.",
+    )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics; 0 = off.")
     metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
     worker_chain_poll_ms: int = Field(2000, ge=50, description="Re-check interval while waiting.")
@@ -33,3 +39,13 @@ class WorkerSettings(RampSettings):
     swap_soft_margin: str = Field(
         "0", description="Fraction above the quoted output the live pool must give to swap."
     )
+
+    @field_validator("pix_timeout_s")
+    @classmethod
+    def _pix_budget_outlasts_the_charge(cls, value: int, info: ValidationInfo) -> int:
+        """A budget ending before the charge does would send every unpaid BUY to review.
+        (A field validator: its error quotes this value only, never the other settings.)"""
+        window = info.data.get("pix_payment_window_s")
+        if window is not None and value <= window:
+            raise ValueError(f"must exceed PIX_PAYMENT_WINDOW_S ({window}), the charge's life")
+        return value

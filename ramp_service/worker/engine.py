@@ -249,7 +249,11 @@ class PhaseProcessor:
             return True
         if isinstance(outcome, Wait):
             if (why := policy.exhausted(0, claim.phase_started_at, now)) is not None:
-                if flow.spec(phase).may_time_out and not outcome.holds_funds:
+                spec = flow.spec(phase)
+                # Out of time with nothing arrived: the ramp times out, unless only the partner
+                # can say nothing will (then, as once money arrived, a person decides).
+                timeout = spec.may_time_out and not spec.partner_confirms_timeout
+                if timeout and not outcome.holds_funds:
                     return await self._apply(claim, flow, phase, TimeOut(why))
                 await self._manual_review(claim, phase, f"{outcome.reason}: {why}")
                 return False
@@ -274,7 +278,9 @@ class PhaseProcessor:
             )
             return False
         if isinstance(outcome, Fail):
-            if flow.spec(phase).holds_funds:  # the user's money is out there: a person decides
+            spec = flow.spec(phase)
+            # The user's money is out there, or may yet arrive: a person decides.
+            if spec.holds_funds or spec.partner_confirms_timeout:
                 return await self._apply(
                     claim, flow, phase, Review(outcome.reason, outcome.message)
                 )

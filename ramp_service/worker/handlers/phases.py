@@ -34,7 +34,7 @@ from substrateinterface import Keypair as SubstrateKeypair
 
 from ramp_service.adapters.registration import TOKEN_FOR
 from ramp_service.chains.errors import ChainError, RecoverableError
-from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import (
     RECONCILE_LATER,
     Inclusion,
@@ -43,7 +43,7 @@ from ramp_service.chains.pendulum import (
 )
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.domain.flows import Network
-from ramp_service.domain.outcomes import Advance, Outcome, Retry, Review, Wait
+from ramp_service.domain.outcomes import Advance, Outcome, Retry, Review, TimeOut, Wait
 from ramp_service.domain.ramp import StoredTx
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.journal import Operation
@@ -434,22 +434,30 @@ class FundEphemeral:
 
 
 class BrlaTeleport:
-    """BUY: wait for the PIX payment; the partner then mints BRLA to the Pendulum ephemeral."""
+    """BUY: wait for the PIX payment; the partner then mints BRLA to the Pendulum ephemeral.
+
+    The charge (opened at start) stays payable until its expiry, so only the partner can say
+    the user will not pay: the phase times out when the partner reports the charge EXPIRED or
+    CANCELLED. Once the expiry has passed and the partner still says PENDING (its clock is not
+    ours), the charge is cancelled; a payment that lands first makes the cancel answer it paid,
+    and the ramp carries on. The processor's own time budget never times this phase out (see
+    `PhaseSpec.partner_confirms_timeout`)."""
 
     def __init__(self, chains: Chains) -> None:
         self._chains = chains
 
     async def run(self, ctx: PhaseContext) -> Outcome:
         try:
-            deposit = await self._chains.pix.deposit(ctx.ramp.partner_data["pix_deposit_id"])
+            deposit = await self._charge(ctx)
         except ChainError as exc:
             if exc.recoverable:
                 raise
-            # The charge is payable from register on, so once the partner will not say what
-            # became of it (a 401 after a credential rotation, a 404 in an incident) the user
-            # may have paid: a person settles it, never the terminal `failed`. Only a charge
-            # the partner reports unpaid times out.
+            # Once the partner will not say what became of the charge (a 401 after a
+            # credential rotation, a 404 in an incident) the user may have paid: a person
+            # settles it, never the terminal `failed`.
             return Review(exc.reason, exc.message)
+        if deposit.status in ("EXPIRED", "CANCELLED"):
+            return TimeOut(f"PIX_{deposit.status}: PIX charge {deposit.id} was never paid")
         if deposit.status == "PENDING":
             return Wait(self._chains.poll, "PIX_PENDING")
         if deposit.status in ("PAID", "MINT_FAILED"):  # the user has paid: no timeout from here
@@ -463,6 +471,20 @@ class BrlaTeleport:
         if held >= quote.input_amount:
             return Advance()
         return Wait(self._chains.poll, "BRLA_MINT_PENDING", holds_funds=True)
+
+    async def _charge(self, ctx: PhaseContext) -> PixDeposit:
+        """The charge as the partner has it; cancelled first once its expiry has passed."""
+        partner = ctx.ramp.partner_data
+        deposit = await self._chains.pix.deposit(partner["pix_deposit_id"])
+        # A ramp started before charges had an expiry has none: it waits for a person.
+        expires = partner.get("pix_expires_at")
+        if deposit.status == "PENDING" and expires and ctx.now >= datetime.fromisoformat(expires):
+            log.info(
+                "cancelling an expired PIX charge",
+                extra={"ramp_id": str(ctx.ramp.id), "deposit_id": deposit.id},
+            )
+            deposit = await self._chains.pix.cancel_deposit(deposit.id)
+        return deposit
 
 
 def swap_precheck(chains: Chains) -> Callable[[PhaseContext], Awaitable[Outcome | None]]:

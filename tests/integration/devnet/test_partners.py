@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Iterator
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -16,9 +18,9 @@ from devnet.anchor.app import create_app as create_anchor
 from devnet.pix.app import PixConfig, crc16_ccitt
 from devnet.pix.app import create_app as create_pix
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
-from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from tests.integration.devnet.conftest import Horizon
-from tests.support.aio import LoopThread
+from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
 
 
@@ -127,24 +129,38 @@ class MintRecorder:
         return app
 
 
+CPF = "529.982.247-25"
+
+
 @pytest.fixture
-def pix(aio_loop: LoopThread) -> Iterator[tuple[PixClient, MintRecorder, str]]:
+def pix(aio_loop: LoopThread, clock: FakeClock) -> Iterator[tuple[PixClient, MintRecorder, str]]:
+    """The PIX stand-in on the test's clock, minting through a recorder that fails twice."""
     recorder = MintRecorder(failures=2)
     chain_runner, chain_port = aio_loop.run(serve(recorder.app()))
     runner, port = aio_loop.run(
-        serve(create_pix(PixConfig(f"http://127.0.0.1:{chain_port}/", 0.05)))
+        serve(create_pix(PixConfig(f"http://127.0.0.1:{chain_port}/", 0.05, clock)))
     )
     yield PixClient(f"http://127.0.0.1:{port}", timeout_s=5), recorder, f"http://127.0.0.1:{port}"
     aio_loop.run(runner.cleanup())
     aio_loop.run(chain_runner.cleanup())
 
 
+def txid() -> str:
+    return uuid.uuid4().hex
+
+
+def in_an_hour(clock: FakeClock) -> datetime:
+    return clock.now + timedelta(hours=1)
+
+
 def test_a_paid_pix_deposit_mints_brla_after_retries(
-    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread
+    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread, clock: FakeClock
 ) -> None:
     client, recorder, url = pix
     destination = Keypair.random().public_key  # any address string; the chain validates it
-    deposit = aio_loop.run(client.create_deposit(Decimal("150.50"), "529.982.247-25", destination))
+    deposit = aio_loop.run(
+        client.create_deposit(txid(), Decimal("150.50"), CPF, destination, in_an_hour(clock))
+    )
     assert deposit.status == "PENDING" and deposit.amount == Decimal("150.50")
     code = deposit.copy_paste
     assert "br.gov.bcb.pix" in code and "5406150.50" in code
@@ -154,8 +170,11 @@ def test_a_paid_pix_deposit_mints_brla_after_retries(
     assert recorder.calls == [[destination, "BRLA", "150.50"]] * 3  # two failures, then success
 
 
-def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread) -> None:
+def test_pix_rejections(
+    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread, clock: FakeClock
+) -> None:
     client, _, url = pix
+    until = in_an_hour(clock)
 
     def reason(call: Awaitable[object]) -> str:
         with pytest.raises((RecoverableError, UnrecoverableError)) as exc:
@@ -163,7 +182,7 @@ def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: Loop
         return f"{exc.value.reason}:{exc.value.recoverable}"
 
     assert (
-        reason(client.create_deposit(Decimal("10"), "111.111.111-11", "5Dest"))
+        reason(client.create_deposit(txid(), Decimal("10"), "111.111.111-11", "5Dest", until))
         == "PARTNER_REJECTED:False"
     )
     assert reason(client.deposit("nope")) == "PARTNER_REJECTED:False"
@@ -175,12 +194,12 @@ def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: Loop
     assert "127.0.0.1" not in refused.value.message and "s3cret" not in refused.value.message
     assert "{" not in refused.value.message  # no body
     httpx.post(f"{url}/dev/faults", json={"fail_next": 1, "fail_status": 503}, timeout=5)
-    assert reason(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest")) == (
+    assert reason(client.create_deposit(txid(), Decimal("10"), CPF, "5Dest", until)) == (
         "PARTNER_UNAVAILABLE:True"
     )
     # A POST is not resent on a dropped response (aiohttp resends only idempotent methods).
     httpx.post(f"{url}/dev/faults", json={"drop_next": 1}, timeout=5)
-    assert reason(client.create_deposit(Decimal("10"), "529.982.247-25", "5Dest")) == (
+    assert reason(client.create_deposit(txid(), Decimal("10"), CPF, "5Dest", until)) == (
         "PARTNER_UNREACHABLE:True"
     )
     slow = PixClient(url, timeout_s=0.2)
@@ -201,3 +220,82 @@ def test_pix_rejections(pix: tuple[PixClient, MintRecorder, str], aio_loop: Loop
     for c in (client, slow, unreachable, confused):
         aio_loop.run(c.close())
     aio_loop.run(runner.cleanup())
+
+
+def test_a_pix_charge_is_created_once_per_txid(
+    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread, clock: FakeClock
+) -> None:
+    """The receiver chooses the txid: a repeated create (a retry after a dropped answer, a later
+    one asking for another expiry) gets the first charge back; other terms are refused."""
+    client, _, url = pix
+    charge, until = txid(), in_an_hour(clock)
+    httpx.post(f"{url}/dev/faults", json={"drop_next": 1}, timeout=5).raise_for_status()
+    with pytest.raises(RecoverableError):  # created, but the answer was lost
+        aio_loop.run(client.create_deposit(charge, Decimal("10"), CPF, "5Dest", until))
+    first = aio_loop.run(client.create_deposit(charge, Decimal("10"), CPF, "5Dest", until))
+    assert (first.txid, first.expires_at, first.status) == (charge, until, "PENDING")
+    later = until + timedelta(minutes=5)
+    again = aio_loop.run(client.create_deposit(charge, Decimal("10"), CPF, "5Dest", later))
+    assert again == first  # the first charge, with its own expiry
+    raw = {"txid": charge, "amount": "10.00", "tax_id": CPF, "destination": "5Dest"}
+    answer = httpx.post(f"{url}/v1/pix/deposits", json=raw, timeout=5)
+    assert (answer.status_code, answer.json()) == (409, {"error": "txid_conflict"})
+    with pytest.raises(UnrecoverableError) as other:
+        aio_loop.run(client.create_deposit(charge, Decimal("11"), CPF, "5Dest", until))
+    assert other.value.reason == "PIX_TXID_CONFLICT"
+    same = {**raw, "expires_at": until.isoformat().replace("+00:00", "Z")}
+    assert httpx.post(f"{url}/v1/pix/deposits", json=same, timeout=5).status_code == 200
+    for bad in ({**same, "txid": "short"}, {**same, "expires_at": "2026-11-24T13:00:00+01:00"}):
+        assert httpx.post(f"{url}/v1/pix/deposits", json=bad, timeout=5).status_code == 400
+
+
+def test_a_pix_charge_past_its_expiry_reads_expired_and_cannot_be_paid(
+    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread, clock: FakeClock
+) -> None:
+    client, recorder, url = pix
+    deposit = aio_loop.run(
+        client.create_deposit(txid(), Decimal("10"), CPF, "5Dest", in_an_hour(clock))
+    )
+    clock.advance(minutes=59, seconds=59)
+    assert aio_loop.run(client.deposit(deposit.id)).status == "PENDING"
+    clock.advance(seconds=1)
+    assert aio_loop.run(client.deposit(deposit.id)).status == "EXPIRED"
+    paid = httpx.post(f"{url}/dev/pix/{deposit.id}/pay", timeout=5)
+    assert (paid.status_code, paid.json()) == (409, {"error": "deposit_expired"})
+    assert aio_loop.run(client.cancel_deposit(deposit.id)).status == "EXPIRED"  # stays so
+    assert recorder.calls == []  # nothing minted
+    # The partner's own clock can be moved from outside (tests of real processes).
+    later = aio_loop.run(
+        client.create_deposit(txid(), Decimal("10"), CPF, "5Dest", in_an_hour(clock))
+    )
+    httpx.post(f"{url}/dev/clock", json={"advance_s": 3600}, timeout=5).raise_for_status()
+    assert aio_loop.run(client.deposit(later.id)).status == "EXPIRED"
+
+
+def test_a_cancelled_pix_charge_cannot_be_paid_and_a_paid_one_cannot_be_cancelled(
+    pix: tuple[PixClient, MintRecorder, str], aio_loop: LoopThread, clock: FakeClock
+) -> None:
+    client, _, url = pix
+
+    def charge() -> PixDeposit:
+        return aio_loop.run(
+            client.create_deposit(txid(), Decimal("10"), CPF, "5Dest", in_an_hour(clock))
+        )
+
+    unpaid = charge()
+    assert aio_loop.run(client.cancel_deposit(unpaid.id)).status == "CANCELLED"
+    assert aio_loop.run(client.cancel_deposit(unpaid.id)).status == "CANCELLED"  # repeatable
+    paid = httpx.post(f"{url}/dev/pix/{unpaid.id}/pay", timeout=5)
+    assert (paid.status_code, paid.json()) == (409, {"error": "deposit_cancelled"})
+    clock.advance(hours=2)
+    assert aio_loop.run(client.deposit(unpaid.id)).status == "CANCELLED"  # not EXPIRED
+
+    clock.advance(hours=-2)
+    settled = charge()
+    httpx.post(f"{url}/dev/pix/{settled.id}/pay", timeout=5).raise_for_status()
+    refused = httpx.post(f"{url}/v1/pix/deposits/{settled.id}/cancel", timeout=5)
+    assert (refused.status_code, refused.json()) == (409, {"error": "deposit_paid"})
+    # The client reads a paid charge back instead of failing: the payment came first.
+    assert aio_loop.run(client.cancel_deposit(settled.id)).paid
+    with pytest.raises(UnrecoverableError):
+        aio_loop.run(client.cancel_deposit("nope"))

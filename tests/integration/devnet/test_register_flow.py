@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import grpc
 import httpx
+import psycopg
 import pytest
 from scalecodec.base import ScaleBytes
 from stellar_sdk import Keypair as StellarKeypair
@@ -21,7 +23,8 @@ from substrateinterface import Keypair as SubstrateKeypair
 
 from devnet.anchor.app import AnchorConfig
 from devnet.anchor.app import create_app as create_anchor
-from devnet.pix.app import PixConfig
+from devnet.pix.app import DEPOSITS, PixConfig
+from devnet.pix.app import Deposit as PixDeposit
 from devnet.pix.app import create_app as create_pix
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
@@ -41,6 +44,8 @@ class Stack:
     ramps: ramp_pb2_grpc.RampServiceStub
     passphrase: str
     anchor_url: str
+    pix_url: str
+    pix_deposits: dict[str, PixDeposit]  # every charge the PIX partner holds, by id
 
 
 @pytest.fixture
@@ -56,7 +61,8 @@ def stack(
     anchor_runner, anchor_port = aio_loop.run(
         serve(create_anchor(AnchorConfig(horizon.url, anchor_account.public_key)))
     )
-    pix_runner, pix_port = aio_loop.run(serve(create_pix(PixConfig(node.http_url))))
+    pix = create_pix(PixConfig(node.http_url, clock=clock))
+    pix_runner, pix_port = aio_loop.run(serve(pix))
     ramp = start_ramp_server(
         aio_loop,
         database_url,
@@ -82,6 +88,8 @@ def stack(
             ramp_pb2_grpc.RampServiceStub(rc),
             horizon.config.network_passphrase,
             f"http://127.0.0.1:{anchor_port}",
+            f"http://127.0.0.1:{pix_port}",
+            pix[DEPOSITS],
         )
     aio_loop.run(ramp.stop(0))
     aio_loop.run(pix_runner.cleanup())
@@ -155,8 +163,8 @@ def test_sell_corridor_register_sign_start(stack: Stack) -> None:
     assert failure(exc.value).reason == "EPHEMERAL_NOT_FRESH"
 
 
-def test_buy_corridor_register_sign_start(stack: Stack) -> None:
-    quote = stack.quotes.CreateQuote(
+def buy_quote(stack: Stack) -> quote_pb2.Quote:
+    return stack.quotes.CreateQuote(
         quote_pb2.CreateQuoteRequest(
             ramp_type=quote_pb2.BUY,
             from_network="pix",
@@ -167,20 +175,31 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
         ),
         timeout=5,
     )
+
+
+def buy_register_request(
+    quote_id: str, pendulum: SubstrateKeypair, destination: str
+) -> ramp_pb2.RegisterRampRequest:
+    return ramp_pb2.RegisterRampRequest(
+        quote_id=quote_id,
+        signing_accounts=[
+            ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address)
+        ],
+        additional_data=ramp_pb2.AdditionalData(
+            wallet_address=destination, destination=destination, tax_id="529.982.247-25"
+        ),
+    )
+
+
+def test_buy_corridor_register_sign_start(stack: Stack, clock: FakeClock) -> None:
+    quote = buy_quote(stack)
     pendulum = ephemeral_pendulum()
     destination = ephemeral_pendulum().ss58_address
 
     def register(to: str) -> ramp_pb2.Ramp:
         return stack.ramps.RegisterRamp(
-            ramp_pb2.RegisterRampRequest(
-                quote_id=quote.id,
-                signing_accounts=[
-                    ramp_pb2.SigningAccount(network="pendulum", address=pendulum.ss58_address)
-                ],
-                additional_data=ramp_pb2.AdditionalData(
-                    wallet_address=destination, destination=to, tax_id="529.982.247-25"
-                ),
-            ),
+            buy_register_request(quote.id, pendulum, to),
+            metadata=(("idempotency-key", f"buy-register-{to}"),),
             timeout=30,
         )
 
@@ -192,8 +211,14 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     pending = stack.quotes.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
     assert pending.status == quote_pb2.Quote.PENDING
     ramp = register(destination)
-    assert ramp.deposit_instructions.pix_copy_paste.startswith("000201")
+    # No PIX charge before start: a ramp never started leaves nothing anyone could pay.
+    assert ramp.deposit_instructions.pix_copy_paste == ""
+    assert not ramp.deposit_instructions.HasField("pix_expires_at")
     assert ramp.deposit_instructions.amount == "500.00"
+    assert stack.pix_deposits == {}
+    # A repeated register (the same body, another idempotency key) makes none either.
+    assert register(destination).id == ramp.id
+    assert stack.pix_deposits == {}
     assert [t.phase for t in ramp.unsigned_txs] == [
         "nablaApprove",
         "nablaSwap",
@@ -206,6 +231,105 @@ def test_buy_corridor_register_sign_start(stack: Stack) -> None:
     )
     assert started.status == ramp_pb2.Ramp.RUNNING
     assert Decimal(started.quote.output_amount) > 0
+    (charge,) = stack.pix_deposits.values()
+    instructions = started.deposit_instructions
+    assert instructions.pix_copy_paste.startswith("000201")
+    assert instructions.pix_deposit_id == charge.id
+    assert charge.txid == uuid.UUID(ramp.id).hex and charge.destination == pendulum.ss58_address
+    assert charge.amount == Decimal("500.00") and charge.tax_id == "529.982.247-25"
+    # Payable for PIX_PAYMENT_WINDOW_S (an hour by default) from the start.
+    assert charge.expires_at == clock.now + timedelta(hours=1)
+    assert instructions.pix_expires_at.ToDatetime(tzinfo=UTC) == charge.expires_at
+    # A repeated start answers the same charge and makes no other.
+    clock.advance(seconds=30)
+    again = stack.ramps.StartRamp(
+        ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned), timeout=30
+    )
+    assert again.deposit_instructions == instructions
+    assert len(stack.pix_deposits) == 1
+
+
+def registered_buy(stack: Stack) -> tuple[ramp_pb2.Ramp, list[ramp_pb2.PresignedTx]]:
+    """A registered BUY ramp and its presigned transactions."""
+    pendulum = ephemeral_pendulum()
+    request = buy_register_request(buy_quote(stack).id, pendulum, ephemeral_pendulum().ss58_address)
+    ramp = stack.ramps.RegisterRamp(request, timeout=30)
+    return ramp, sign_all(ramp, {"pendulum": pendulum}, stack.passphrase)
+
+
+def test_concurrent_starts_of_a_buy_ramp_open_one_pix_charge(stack: Stack) -> None:
+    ramp, presigned = registered_buy(stack)
+    barrier = threading.Barrier(16)
+
+    def start(_: int) -> ramp_pb2.Ramp:
+        barrier.wait()
+        return stack.ramps.StartRamp(
+            ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned), timeout=60
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(start, range(16)))
+    (charge,) = stack.pix_deposits.values()
+    assert {a.status for a in answers} == {ramp_pb2.Ramp.RUNNING}
+    assert {a.deposit_instructions.pix_deposit_id for a in answers} == {charge.id}
+
+
+def test_a_start_cut_off_by_the_pix_partner_stores_nothing_and_its_retry_gets_one_charge(
+    stack: Stack,
+) -> None:
+    """The partner refuses once (5xx: no charge), then makes the charge but its answer is lost:
+    each start fails UNAVAILABLE with the ramp still REGISTERED; the retry gets that charge."""
+    ramp, presigned = registered_buy(stack)
+    request = ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned)
+    for fault in ({"fail_next": 1, "fail_status": 503}, {"drop_next": 1}):
+        httpx.post(
+            f"{stack.pix_url}/dev/faults", json={**fault, "paths": ["/v1/pix/deposits"]}, timeout=5
+        ).raise_for_status()
+        with pytest.raises(grpc.RpcError) as cut:
+            stack.ramps.StartRamp(request, timeout=30)
+        assert cut.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert failure(cut.value).reason == "CHAIN_UNAVAILABLE"
+        stored = stack.ramps.GetRamp(ramp_pb2.GetRampRequest(id=ramp.id), timeout=5)
+        assert stored.status == ramp_pb2.Ramp.REGISTERED
+        assert stored.deposit_instructions.pix_deposit_id == ""
+    (made,) = stack.pix_deposits.values()  # by the start whose answer was lost
+    started = stack.ramps.StartRamp(request, timeout=30)
+    assert started.status == ramp_pb2.Ramp.RUNNING
+    assert started.deposit_instructions.pix_deposit_id == made.id
+    assert len(stack.pix_deposits) == 1
+
+
+def test_a_start_cut_off_by_the_database_gets_the_same_charge_on_retry(
+    stack: Stack, database_url: str
+) -> None:
+    """The charge is made, then StartRamp's write fails: the retry gets that charge."""
+    ramp, presigned = registered_buy(stack)
+    request = ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned)
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(REFUSE_STARTS)
+        try:
+            with pytest.raises(grpc.RpcError):
+                stack.ramps.StartRamp(request, timeout=30)
+        finally:
+            conn.execute("DROP TRIGGER refuse_starts ON ramp.ramps")
+    (made,) = stack.pix_deposits.values()
+    stored = stack.ramps.GetRamp(ramp_pb2.GetRampRequest(id=ramp.id), timeout=5)
+    assert stored.status == ramp_pb2.Ramp.REGISTERED
+    started = stack.ramps.StartRamp(request, timeout=30)
+    assert started.status == ramp_pb2.Ramp.RUNNING
+    assert started.deposit_instructions.pix_deposit_id == made.id
+    assert len(stack.pix_deposits) == 1
+
+
+# The database refusing StartRamp's write (a fault placed exactly there).
+REFUSE_STARTS = """
+CREATE OR REPLACE FUNCTION ramp.refuse_starts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected: the database refuses starts' USING ERRCODE = '57P01';
+END $$;
+CREATE TRIGGER refuse_starts BEFORE UPDATE ON ramp.ramps FOR EACH ROW
+    WHEN (NEW.status = 'RUNNING') EXECUTE FUNCTION ramp.refuse_starts();
+"""
 
 
 def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stack) -> None:

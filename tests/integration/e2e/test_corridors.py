@@ -22,6 +22,9 @@ def test_sell_and_buy_complete_with_the_quoted_amounts(system: System) -> None:
     system.start_worker()
     sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
     buy = start_buy(system.rest, system.wallet, system.passphrase, "500")
+    # The PIX charge comes with the start, as REST shows it: the code and until when to pay.
+    pix = buy.ramp["depositInstructions"]
+    assert pix["pixCopyPaste"].startswith("000201") and pix["pixExpiresAt"].endswith("Z")
     fund_user(system.wallet, sell)
     phases: list[str] = []
     deposit(system.wallet, sell)

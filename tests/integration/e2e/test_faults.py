@@ -9,6 +9,7 @@ import time
 from decimal import Decimal
 
 import grpc
+import httpx
 
 from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc
 from pendulumpay_client.journeys import deposit, fund_user, pay_pix, start_buy, start_sell
@@ -97,14 +98,17 @@ def test_a_deposit_or_pix_payment_that_never_comes_times_out_without_moving_fund
     system: System,
 ) -> None:
     """...while a deposit that came in part is never timed out: the user's money is on the
-    ephemeral, so the ramp goes to MANUAL_REVIEW for an operator."""
+    ephemeral, so the ramp goes to MANUAL_REVIEW for an operator. An unpaid PIX charge times
+    the BUY out once the partner reports it expired (its clock is moved past the charge's
+    PIX_PAYMENT_WINDOW_S), and can no longer be paid then."""
     sell = start_sell(system.rest, system.wallet, system.passphrase, "100")
     buy = start_buy(system.rest, system.wallet, system.passphrase, "500")  # PIX never paid
     partial = start_sell(system.rest, system.wallet, system.passphrase, "100")
     fund_user(system.wallet, partial)
     half = Decimal(partial.quote["inputAmount"]) / 2
     system.wallet.transfer(partial.user, partial.keys.pendulum.ss58_address, "USDC", half)
-    system.start_worker(DEPOSIT_TIMEOUT_S="10", PIX_TIMEOUT_S="10")
+    httpx.post(f"{system.urls['pix']}/dev/clock", json={"advance_s": 3600}, timeout=5)
+    system.start_worker(DEPOSIT_TIMEOUT_S="10")
     held = system.rest.wait(partial.id, timeout_s=60)
     assert (held["status"], held["currentPhase"]) == ("MANUAL_REVIEW", "awaitUserDeposit")
     errors = system.rest.errors(partial.id)
@@ -115,6 +119,10 @@ def test_a_deposit_or_pix_payment_that_never_comes_times_out_without_moving_fund
     assert system.rest.errors(sell.id)[-1]["reason"] == "TIMED_OUT"
     unpaid = system.rest.wait(buy.id, timeout_s=60)
     assert (unpaid["status"], unpaid["currentPhase"]) == ("TIMED_OUT", "timedOut")
+    assert system.rest.errors(buy.id)[0]["message"].startswith("PIX_EXPIRED")
+    charge = buy.ramp["depositInstructions"]["pixDepositId"]
+    late = httpx.post(f"{system.urls['pix']}/dev/pix/{charge}/pay", timeout=5)
+    assert (late.status_code, late.json()) == (409, {"error": "deposit_expired"})
     assert system.wallet.balance(buy.keys.pendulum.ss58_address, "PEN") == 0
     assert sell.keys.stellar.public_key not in system.horizon_ledger.accounts  # type: ignore[union-attr]
     assert system.wallet.balance(sell.keys.pendulum.ss58_address, "PEN") == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -26,8 +26,9 @@ from devnet.pix.app import create_app as create_pix
 from devnet.substrate.app import CHAIN_KEY, SubstrateConfig
 from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
+from ramp_service.adapters.registration import ChainRegistration
 from ramp_service.admin import RampAdmin
-from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain
 from ramp_service.db.models import OperationRow, RampErrorRow, RampRow
@@ -111,13 +112,14 @@ def processor(
     direct: DirectPool,
     clock: FakeClock,
     handlers: dict[str, PhaseHandler],
+    policies: dict[str, RetryPolicy] | None = None,
 ) -> PhaseProcessor:
     queue = WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock)
     return PhaseProcessor(
         queue,
         RecordLoader(direct),
         handlers,
-        ProcessorConfig(default_policy=RetryPolicy()),
+        ProcessorConfig(default_policy=RetryPolicy(), policies=policies or {}),
         WorkerMetrics(),
     )
 
@@ -447,10 +449,142 @@ def test_a_pool_refusal_is_sent_again_after_an_operators_retry(
     assert devnet.nonces[eph.public_key] == 1  # sent once, applied once
 
 
+@dataclass
+class PixPartner:
+    """The PIX stand-in on its own clock (it starts as the worker's; tests move them apart)."""
+
+    url: str
+    clock: FakeClock
+
+
+@pytest.fixture
+def pix_partner(chains: Chains, clock: FakeClock, aio_loop: LoopThread) -> Iterator[PixPartner]:
+    partner_clock = FakeClock(clock.now)
+    # Mints never land: a paid charge stays PAID / MINT_FAILED, so the ramp stays in the phase.
+    app = create_pix(PixConfig(substrate_rpc_url="http://127.0.0.1:1/", clock=partner_clock))
+    runner, port = aio_loop.run(serve(app))
+    url = f"http://127.0.0.1:{port}"
+    chains.pix = PixClient(url)
+    yield PixPartner(url, partner_clock)
+    aio_loop.run(chains.pix.close())
+    aio_loop.run(runner.cleanup())
+
+
+def registration(chains: Chains) -> ChainRegistration:
+    """Start's and the admin's partner work over the handlers' adapters."""
+    return ChainRegistration(chains.stellar, chains.pendulum, chains.anchor, chains.pix, "", "")
+
+
+def buy_in_brla_teleport(
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> tuple[uuid.UUID, PixDeposit]:
+    """A BUY ramp started now, in brlaTeleport, with its PIX charge (payable for an hour) open
+    as StartRamp opens it."""
+    eph = Keypair.create_from_uri(f"//Eph{uuid.uuid4().hex}", ss58_format=56)
+    record = buy_record(clock.now, eph.ss58_address, {})
+    record = replace(record, additional_data=replace(record.additional_data, tax_id=CPF))
+    charge = aio_loop.run(registration(chains).open_payment(record, clock.now))
+    deposit = aio_loop.run(chains.pix.deposit(charge["pix_deposit_id"]))
+    ramp_id = aio_loop.run(
+        insert_at(sessions, replace(record, partner_data=charge), "brlaTeleport", clock.now)
+    )
+    return ramp_id, deposit
+
+
+CPF = "529.982.247-25"
+# brlaTeleport's budget, as the worker sets it from PIX_TIMEOUT_S: beyond the charge's hour.
+PIX_BUDGET = {"brlaTeleport": RetryPolicy(time_budget=timedelta(hours=2))}
+
+
+@pytest.mark.parametrize("partner_says", ["EXPIRED", "CANCELLED"])
+def test_an_unpaid_pix_charge_times_the_ramp_out_only_on_the_partners_word(
+    partner_says: str,
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Past the charge's expiry the partner reports it EXPIRED (its clock agrees with ours), or
+    still PENDING (its clock lags): then the worker cancels it. Either way the charge can no
+    longer be paid when the ramp times out."""
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+    proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(chains)}, PIX_BUDGET)
+    clock.advance(minutes=59, seconds=59)
+    pix_partner.clock.advance(minutes=59, seconds=59)
+    aio_loop.run(proc.run_once())
+    assert row(sessions, aio_loop, ramp_id).status == "RUNNING"  # still payable: waiting
+    clock.advance(seconds=1)
+    if partner_says == "EXPIRED":
+        pix_partner.clock.advance(seconds=1)
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("TIMED_OUT", "timedOut")
+    assert current.status_reason.startswith(f"PIX_{partner_says}")
+    assert aio_loop.run(chains.pix.deposit(deposit.id)).status == partner_says
+    paid = httpx.post(f"{pix_partner.url}/dev/pix/{deposit.id}/pay", timeout=5)
+    assert paid.status_code == 409  # a late payment is refused by the partner
+
+
+def test_a_pix_payment_landing_just_before_the_cancel_carries_the_ramp_on(
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The worker reads the charge PENDING past its expiry; the bank's payment lands before its
+    cancel, which the partner refuses (`deposit_paid`): the ramp waits for the mint."""
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+
+    class PaidFirst(PixClient):
+        async def cancel_deposit(self, deposit_id: str) -> PixDeposit:
+            async with httpx.AsyncClient(timeout=5) as bank:
+                (await bank.post(f"{pix_partner.url}/dev/pix/{deposit_id}/pay")).raise_for_status()
+            return await super().cancel_deposit(deposit_id)
+
+    racing = replace(chains, pix=PaidFirst(pix_partner.url))
+    proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(racing)}, PIX_BUDGET)
+    clock.advance(hours=1)
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("RUNNING", "brlaTeleport")
+    assert aio_loop.run(chains.pix.deposit(deposit.id)).paid
+    aio_loop.run(racing.pix.close())
+
+
+def test_the_processors_time_budget_never_times_out_a_payable_pix_charge(
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A phase budget that runs out before the charge does (misconfigured) sends the ramp to
+    MANUAL_REVIEW: the charge is still payable, so the processor alone must not time it out."""
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+    short = {"brlaTeleport": RetryPolicy(time_budget=timedelta(minutes=10))}
+    proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(chains)}, short)
+    clock.advance(minutes=10)
+    pix_partner.clock.advance(minutes=10)
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "brlaTeleport")
+    assert current.status_reason.startswith("PIX_PENDING")
+    assert aio_loop.run(chains.pix.deposit(deposit.id)).status == "PENDING"
+
+
 @pytest.mark.parametrize("paid", [True, False], ids=["after-payment", "before-payment"])
 def test_a_pix_partner_refusal_goes_to_manual_review_never_failed(
     paid: bool,
     chains: Chains,
+    pix_partner: PixPartner,
     sessions: async_sessionmaker[AsyncSession],
     direct: DirectPool,
     clock: FakeClock,
@@ -459,32 +593,17 @@ def test_a_pix_partner_refusal_goes_to_manual_review_never_failed(
     """The PIX partner answers a 4xx (404 in an incident, 401 after a credential rotation) while
     brlaTeleport polls the charge. The user has paid, or may pay any moment (the charge stays
     payable): the ramp goes to MANUAL_REVIEW, not to the terminal `failed`."""
-    partner = create_pix(PixConfig(substrate_rpc_url="http://127.0.0.1:1/"))  # mints never land
-    runner, port = aio_loop.run(serve(partner))
-    url = f"http://127.0.0.1:{port}"
-    chains.pix = PixClient(url)
-    try:
-        eph = Keypair.create_from_uri(f"//Eph{uuid.uuid4().hex}", ss58_format=56)
-        deposit = aio_loop.run(
-            chains.pix.create_deposit(Decimal("100"), "529.982.247-25", eph.ss58_address)
-        )
-        record = replace(
-            buy_record(clock.now, eph.ss58_address, {}),
-            partner_data={"pix_deposit_id": deposit.id},
-        )
-        ramp_id = aio_loop.run(insert_at(sessions, record, "brlaTeleport", clock.now))
-        proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(chains)})
-        if paid:
-            httpx.post(f"{url}/dev/pix/{deposit.id}/pay", timeout=5).raise_for_status()
-        aio_loop.run(proc.run_once())
-        assert row(sessions, aio_loop, ramp_id).status == "RUNNING"  # waiting (paid: for the mint)
-        faults = {"fail_next": 1, "fail_status": 404, "paths": ["/v1/pix/deposits"]}
-        httpx.post(f"{url}/dev/faults", json=faults, timeout=5).raise_for_status()
-        clock.advance(seconds=5)
-        aio_loop.run(proc.run_once())
-        current = row(sessions, aio_loop, ramp_id)
-        assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "brlaTeleport")
-        assert current.status_reason.startswith("PARTNER_REJECTED")
-    finally:
-        aio_loop.run(chains.pix.close())
-        aio_loop.run(runner.cleanup())
+    url = pix_partner.url
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+    proc = processor(sessions, direct, clock, {"brlaTeleport": BrlaTeleport(chains)})
+    if paid:
+        httpx.post(f"{url}/dev/pix/{deposit.id}/pay", timeout=5).raise_for_status()
+    aio_loop.run(proc.run_once())
+    assert row(sessions, aio_loop, ramp_id).status == "RUNNING"  # waiting (paid: for the mint)
+    faults = {"fail_next": 1, "fail_status": 404, "paths": ["/v1/pix/deposits"]}
+    httpx.post(f"{url}/dev/faults", json=faults, timeout=5).raise_for_status()
+    clock.advance(seconds=5)
+    aio_loop.run(proc.run_once())
+    current = row(sessions, aio_loop, ramp_id)
+    assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "brlaTeleport")
+    assert current.status_reason.startswith("PARTNER_REJECTED")
