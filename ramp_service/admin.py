@@ -1,11 +1,14 @@
 """Operator use cases: retry a ramp in manual review, cancel one that moved no funds, list.
 
 Every action bumps the fencing generation (so no stale run can write afterwards) and is
-recorded as a phase event with the operator's name.
+recorded as a phase event with the operator's name. Cancelling a BUY ramp whose PIX charge is
+open withdraws the charge first (a cancelled ramp is watched by nobody, so its charge must not
+stay payable); a charge the user already paid makes the ramp not cancellable.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -15,6 +18,7 @@ from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.db.repository import RampRepository
 from ramp_service.domain.errors import RampNotFound, invalid
 from ramp_service.domain.ramp import RampRecord, RampStatus, parse_ramp_id
+from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock
 from service_kit.errors import PreconditionFailed
 
@@ -26,9 +30,15 @@ CANCELLABLE_STATUSES = frozenset({"REGISTERED", "RUNNING", "MANUAL_REVIEW"})
 class RampAdmin:
     """What operators may do to ramps."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        chains: RegistrationChains,
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._chains = chains
 
     async def retry(self, ramp_id: str, operator: str, note: str) -> RampRecord:
         """MANUAL_REVIEW → RUNNING in the same phase, with fresh budgets."""
@@ -58,9 +68,11 @@ class RampAdmin:
         return record
 
     async def cancel(self, ramp_id: str, operator: str, note: str) -> RampRecord:
-        """Cancel a ramp before any funds moved on the system's side."""
+        """Cancel a ramp before any funds moved on the system's side (and before the user paid
+        its PIX charge, which is withdrawn first)."""
         actor = _actor(operator)
         rid = parse_ramp_id(ramp_id)
+        await self._withdraw_payment(ramp_id, rid)
         async with self._sessions.begin() as session:
             repo = RampRepository(session)
             row = await repo.lock(rid)
@@ -91,6 +103,23 @@ class RampAdmin:
             record = await repo.get(rid)
         assert record is not None
         return record
+
+    async def _withdraw_payment(self, ramp_id: str, rid: uuid.UUID) -> None:
+        """Withdraw the ramp's open PIX charge, outside any transaction (a partner call); refuse
+        the cancel when the user has paid it."""
+        async with self._sessions.begin() as session:
+            record = await RampRepository(session).get(rid)
+        if record is None:
+            raise RampNotFound(ramp_id)
+        if (
+            record.status.value not in CANCELLABLE_STATUSES
+            or record.current_phase not in CANCELLABLE_PHASES
+        ):
+            return  # refused below, without asking the partner
+        if not await self._chains.withdraw_payment(record):
+            raise PreconditionFailed(
+                "RAMP_NOT_CANCELLABLE", f"ramp {ramp_id}: the user has paid its PIX charge"
+            )
 
     async def list_for_review(
         self, status: str, phase: str, updated_before: datetime | None, page_size: int

@@ -56,7 +56,7 @@ def create_server(
     idempotency = IdempotencyStore(
         sessions, deps.clock, timedelta(seconds=settings.idempotency_ttl_s)
     )
-    admin = RampAdmin(sessions, deps.clock)
+    admin = RampAdmin(sessions, deps.clock, deps.chains)
 
     def register(server: grpc.aio.Server) -> None:
         ramp_pb2_grpc.add_RampServiceServicer_to_server(RampServicer(service, idempotency), server)

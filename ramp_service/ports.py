@@ -74,6 +74,11 @@ class RegistrationChains(Protocol):
         store with the start. Raises ChainUnavailable when the partner cannot be reached."""
         ...
 
+    async def withdraw_payment(self, record: RampRecord) -> bool:
+        """Make what start opened unpayable (cancel a BUY's PIX charge): False when the user
+        has already paid it, True when nothing is payable any more (or nothing was opened)."""
+        ...
+
     def verify_presigned(self, issued: IssuedTx, presigned: PresignedTx) -> str:
         """The signed payload to store; raises InvalidInput naming what does not match."""
         ...

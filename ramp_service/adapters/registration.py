@@ -219,6 +219,17 @@ class ChainRegistration:
             "pix_expires_at": deposit.expires_at.isoformat(),
         }
 
+    async def withdraw_payment(self, record: RampRecord) -> bool:
+        """Cancel the ramp's PIX charge, if it has one; False when it was paid first."""
+        deposit_id = record.partner_data.get("pix_deposit_id")
+        if not deposit_id:
+            return True
+        try:
+            deposit = await self._pix.cancel_deposit(deposit_id)
+        except ChainError as exc:
+            raise ChainUnavailable(f"{exc.reason}: {exc.message}") from exc
+        return not deposit.paid
+
     async def warm_up(self) -> None:
         """Connect to Pendulum and load its runtime ahead of the first register (see
         PendulumChain.warm_up): as many pooled clients as register's chain calls run at once."""

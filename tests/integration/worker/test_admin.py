@@ -8,13 +8,31 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ramp_service.adapters.registration import ChainRegistration
 from ramp_service.admin import RampAdmin
+from ramp_service.chains.partners import AnchorClient, PixClient
+from ramp_service.chains.pendulum import PendulumChain
+from ramp_service.chains.stellar import StellarChain
 from ramp_service.db.models import PhaseEventRow, RampRow
 from ramp_service.worker.queue import LeaseLost, WorkQueue
 from service_kit.db import DirectPool
 from service_kit.errors import InvalidInput, PreconditionFailed
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.ramps import insert_running
+
+
+def operator_admin(sessions: async_sessionmaker[AsyncSession], clock: FakeClock) -> RampAdmin:
+    """The admin use cases; these SELL ramps have no PIX charge, so no partner is reached."""
+    unused = "http://127.0.0.1:1"
+    chains = ChainRegistration(
+        StellarChain(unused, "unused"),
+        PendulumChain(unused),
+        AnchorClient(unused),
+        PixClient(unused),
+        "",
+        "",
+    )
+    return RampAdmin(sessions, clock, chains)
 
 
 def set_state(
@@ -42,7 +60,7 @@ def test_retry_puts_a_reviewed_ramp_back_and_fences_stale_runs(
     set_state(
         sessions, aio_loop, ramp_id, status="MANUAL_REVIEW", current_phase="nablaSwap", attempts=8
     )
-    admin = RampAdmin(sessions, clock)
+    admin = operator_admin(sessions, clock)
     record = aio_loop.run(admin.retry(str(ramp_id), "alice", "pool refilled"))
     assert (record.status.value, record.current_phase) == ("RUNNING", "nablaSwap")
     with pytest.raises(LeaseLost):  # the run that held the ramp cannot write any more
@@ -71,7 +89,7 @@ def test_retry_puts_a_reviewed_ramp_back_and_fences_stale_runs(
 def test_cancel_only_before_funds_move(
     sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
 ) -> None:
-    admin = RampAdmin(sessions, clock)
+    admin = operator_admin(sessions, clock)
     waiting = aio_loop.run(insert_running(sessions, clock.now))
     set_state(sessions, aio_loop, waiting, current_phase="awaitUserDeposit")
     cancelled = aio_loop.run(admin.cancel(str(waiting), "bob", "user asked"))
@@ -88,7 +106,7 @@ def test_cancel_only_before_funds_move(
 def test_list_for_review_filters_and_orders_by_age(
     sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
 ) -> None:
-    admin = RampAdmin(sessions, clock)
+    admin = operator_admin(sessions, clock)
     old = aio_loop.run(insert_running(sessions, clock.now))
     new = aio_loop.run(insert_running(sessions, clock.now))
     other = aio_loop.run(insert_running(sessions, clock.now))

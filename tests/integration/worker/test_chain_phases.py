@@ -50,6 +50,7 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, create_engine
+from service_kit.errors import PreconditionFailed
 from tests.integration.devnet.conftest import Node
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
@@ -434,7 +435,8 @@ def test_a_pool_refusal_is_sent_again_after_an_operators_retry(
     assert ephemeral_topped_up["result"] is True
     devnet = chain_of(node)
     eventually(lambda: devnet.native.get(eph.public_key, 0) > 0, "the top-up")
-    aio_loop.run(RampAdmin(sessions, clock).retry(str(ramp_id), "alice", "topped up PEN"))
+    admin = RampAdmin(sessions, clock, registration(chains))
+    aio_loop.run(admin.retry(str(ramp_id), "alice", "topped up PEN"))
 
     def moved_on() -> bool:
         clock.advance(seconds=2)
@@ -607,3 +609,28 @@ def test_a_pix_partner_refusal_goes_to_manual_review_never_failed(
     current = row(sessions, aio_loop, ramp_id)
     assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "brlaTeleport")
     assert current.status_reason.startswith("PARTNER_REJECTED")
+
+
+@pytest.mark.parametrize("paid", [False, True], ids=["unpaid", "paid"])
+def test_an_operators_cancel_withdraws_the_pix_charge_or_is_refused_once_paid(
+    paid: bool,
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A cancelled ramp is watched by nobody: its charge is cancelled with it. A charge the user
+    has paid makes the ramp not cancellable (their money is on its way)."""
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+    if paid:
+        httpx.post(f"{pix_partner.url}/dev/pix/{deposit.id}/pay", timeout=5).raise_for_status()
+    admin = RampAdmin(sessions, clock, registration(chains))
+    if paid:
+        with pytest.raises(PreconditionFailed) as refused:
+            aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked"))
+        assert refused.value.reason == "RAMP_NOT_CANCELLABLE"
+        assert row(sessions, aio_loop, ramp_id).status == "RUNNING"
+        return
+    assert aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked")).status.value == "CANCELLED"
+    assert aio_loop.run(chains.pix.deposit(deposit.id)).status == "CANCELLED"
