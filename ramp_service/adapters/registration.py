@@ -211,7 +211,8 @@ class ChainRegistration:
             )
         except ChainError as exc:
             raise ChainUnavailable(f"{exc.reason}: {exc.message}") from exc
-        assert deposit.expires_at is not None  # created with one
+        if deposit.expires_at is None:  # the worker times the ramp out by it: store nothing
+            raise ChainUnavailable(f"PARTNER_BAD_RESPONSE: PIX charge {deposit.id} has no expiry")
         return {
             "pix_deposit_id": deposit.id,
             "pix_txid": deposit.txid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -17,11 +18,16 @@ from devnet.anchor.app import AnchorConfig
 from devnet.anchor.app import create_app as create_anchor
 from devnet.pix.app import PixConfig, crc16_ccitt
 from devnet.pix.app import create_app as create_pix
+from ramp_service.adapters.registration import ChainRegistration
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
+from ramp_service.chains.pendulum import PendulumChain
+from ramp_service.chains.stellar import StellarChain
+from ramp_service.domain.errors import ChainUnavailable
 from tests.integration.devnet.conftest import Horizon
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
+from tests.support.ramps import buy_record
 
 
 def wait_for(check: object, timeout: float = 10.0) -> None:
@@ -299,3 +305,39 @@ def test_a_cancelled_pix_charge_cannot_be_paid_and_a_paid_one_cannot_be_cancelle
     assert aio_loop.run(client.cancel_deposit(settled.id)).paid
     with pytest.raises(UnrecoverableError):
         aio_loop.run(client.cancel_deposit("nope"))
+
+
+def test_a_pix_charge_without_an_expiry_starts_no_ramp(
+    aio_loop: LoopThread, clock: FakeClock
+) -> None:
+    """A partner that answers a create without the charge's expiry: start stores nothing
+    (UNAVAILABLE), since the worker could never time that ramp out on the partner's word."""
+
+    async def forgetful(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {
+                **body,
+                "id": "d-1",
+                "status": "PENDING",
+                "pix_copy_paste": "000201",
+                "expires_at": None,
+            },
+            status=201,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/pix/deposits", forgetful)
+    runner, port = aio_loop.run(serve(app))
+    unused = "http://127.0.0.1:1"
+    pix = PixClient(f"http://127.0.0.1:{port}", timeout_s=2)
+    chains = ChainRegistration(
+        StellarChain(unused, "unused"), PendulumChain(unused), AnchorClient(unused), pix, "", ""
+    )
+    record = buy_record(clock.now, Keypair.random().public_key, {})
+    record = replace(record, additional_data=replace(record.additional_data, tax_id=CPF))
+    with pytest.raises(ChainUnavailable) as refused:
+        aio_loop.run(chains.open_payment(record, clock.now))
+    assert "PARTNER_BAD_RESPONSE" in str(refused.value)
+    aio_loop.run(pix.close())
+    aio_loop.run(runner.cleanup())
