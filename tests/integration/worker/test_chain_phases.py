@@ -312,7 +312,11 @@ def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_
     aio_loop.run(proc.run_once())
     current = row(sessions, aio_loop, ramp_id)
     assert (current.status, current.current_phase) == ("RUNNING", "nablaSwap")
-    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+    # The first submit timed out; the reconciling run's re-send of the same bytes, waiting for
+    # a block while blocks are paused, may time out too on a busy machine: a retry, never a
+    # verdict. What must not appear is the lost-effect review.
+    reasons = error_reasons(sessions, aio_loop, ramp_id)
+    assert reasons[0] == "PENDULUM_TIMEOUT" and set(reasons) == {"PENDULUM_TIMEOUT"}, reasons
 
 
 class LandsAfterFirstRead(StellarChain):
