@@ -332,10 +332,9 @@ CREATE TRIGGER refuse_starts BEFORE UPDATE ON ramp.ramps FOR EACH ROW
 """
 
 
-def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stack) -> None:
-    """The anchor refuses once, after the quote was consumed for the ramp: no ramp is stored,
-    and the client's retry with the same body completes the registration (the quote is not
-    left consumed by no ramp)."""
+def cut_off_register(stack: Stack) -> tuple[quote_pb2.Quote, ramp_pb2.RegisterRampRequest]:
+    """A SELL register the anchor refuses once, after the quote was consumed for the ramp: no
+    ramp is stored. The quote and the request, for the client's retry."""
     quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
     stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
     request = sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address)
@@ -347,6 +346,14 @@ def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stac
     with pytest.raises(grpc.RpcError) as refused:
         stack.ramps.RegisterRamp(request, timeout=30)
     assert failure(refused.value).reason == "CHAIN_UNAVAILABLE"  # how register names it
+    return quote, request
+
+
+def test_a_register_cut_off_after_consuming_its_quote_can_be_retried(stack: Stack) -> None:
+    """The anchor refuses once, after the quote was consumed for the ramp: no ramp is stored,
+    and the client's retry with the same body completes the registration (the quote is not
+    left consumed by no ramp)."""
+    quote, request = cut_off_register(stack)
     consumed = stack.quotes.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
     assert consumed.status == quote_pb2.Quote.CONSUMED
     ramp = stack.ramps.RegisterRamp(request, timeout=30)
@@ -365,16 +372,7 @@ def test_a_cut_off_register_cannot_be_retried_after_its_quote_expired(
 ) -> None:
     """The retry that finishes a cut-off registration comes before the quote's expiry like any
     register: the consumed quote must not hold its price open to its ramp id for ever."""
-    quote = stack.quotes.CreateQuote(sell_request("100"), timeout=5)
-    stellar, pendulum = StellarKeypair.random(), ephemeral_pendulum()
-    request = sell_register_request(quote.id, stellar.public_key, pendulum.ss58_address)
-    httpx.post(
-        f"{stack.anchor_url}/dev/faults",
-        json={"fail_next": 1, "fail_status": 400, "paths": ["/sep24/transactions/withdraw"]},
-        timeout=5,
-    ).raise_for_status()
-    with pytest.raises(grpc.RpcError):
-        stack.ramps.RegisterRamp(request, timeout=30)
+    quote, request = cut_off_register(stack)
     clock.advance(minutes=10)  # the quote's TTL
     with pytest.raises(grpc.RpcError) as late:
         stack.ramps.RegisterRamp(request, timeout=30)

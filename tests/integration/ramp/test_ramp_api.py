@@ -295,6 +295,28 @@ def test_history_is_paginated_newest_first(
     ).ramps
 
 
+async def add_errors(
+    sessions: async_sessionmaker[AsyncSession],
+    ramp_id: uuid.UUID,
+    reasons: tuple[str, ...],
+    message: str,
+    clock: FakeClock,
+) -> None:
+    """Recorded errors of `ramp_id`, one a second from now, in the order given."""
+    async with sessions.begin() as session:
+        for i, reason in enumerate(reasons):
+            session.add(
+                RampErrorRow(
+                    ramp_id=ramp_id,
+                    phase="fundEphemeral",
+                    reason=reason,
+                    message=message,
+                    recoverable=True,
+                    created_at=clock.now + timedelta(seconds=i),
+                )
+            )
+
+
 def test_errors_newest_first(
     ramp_stub: Stub,
     registered: RampRecord,
@@ -302,21 +324,7 @@ def test_errors_newest_first(
     clock: FakeClock,
     aio_loop: LoopThread,
 ) -> None:
-    async def add_errors() -> None:
-        async with sessions.begin() as session:
-            for i, reason in enumerate(("HORIZON_5XX", "NOT_YET")):
-                session.add(
-                    RampErrorRow(
-                        ramp_id=registered.id,
-                        phase="fundEphemeral",
-                        reason=reason,
-                        message="m",
-                        recoverable=True,
-                        created_at=clock.now + timedelta(seconds=i),
-                    )
-                )
-
-    aio_loop.run(add_errors())
+    aio_loop.run(add_errors(sessions, registered.id, ("HORIZON_5XX", "NOT_YET"), "m", clock))
     errors = ramp_stub.GetRampErrors(
         ramp_pb2.GetRampErrorsRequest(id=str(registered.id)), timeout=5
     ).errors
@@ -340,21 +348,8 @@ def test_the_public_errors_show_no_internals_of_our_own_failures(
     the unauthenticated errors endpoint and GetRamp show its reason and a fixed message."""
     internals = "KeyError: 'anchor_token' at /srv/ramp_service/worker/engine.py"
 
-    async def add_errors() -> None:
-        async with sessions.begin() as session:
-            for i, reason in enumerate(("HANDLER_ERROR", "PROCESSOR_ERROR")):
-                session.add(
-                    RampErrorRow(
-                        ramp_id=registered.id,
-                        phase="fundEphemeral",
-                        reason=reason,
-                        message=internals,
-                        recoverable=True,
-                        created_at=clock.now + timedelta(seconds=i),
-                    )
-                )
-
-    aio_loop.run(add_errors())
+    reasons = ("HANDLER_ERROR", "PROCESSOR_ERROR")
+    aio_loop.run(add_errors(sessions, registered.id, reasons, internals, clock))
     errors = ramp_stub.GetRampErrors(
         ramp_pb2.GetRampErrorsRequest(id=str(registered.id)), timeout=5
     ).errors

@@ -158,6 +158,27 @@ def presign(chains: Chains, eph: Keypair, nonce: int = 0) -> str:
     return pendulum.assemble(issued, signature)
 
 
+def at_presigned_approve(
+    chains: Chains,
+    eph: Keypair,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> tuple[uuid.UUID, PhaseProcessor]:
+    """A BUY ramp at nablaApprove with `eph`'s presigned approval (nonce 0), and a processor
+    that submits it and parks the ramp at nablaSwap."""
+    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
+    )
+    return ramp_id, proc
+
+
 def row(
     sessions: async_sessionmaker[AsyncSession], aio_loop: LoopThread, ramp_id: uuid.UUID
 ) -> RampRow:
@@ -211,14 +232,7 @@ def test_a_presigned_extrinsic_already_in_the_pool_is_waited_for_not_retried(
     longer than the chain timeout) is re-sent by the next run; the node answers 1013 "already
     imported", which is no error: the run waits for the block and burns no attempt."""
     eph = ephemeral(node)
-    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
-    proc = processor(
-        sessions,
-        direct,
-        clock,
-        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
-    )
+    ramp_id, proc = at_presigned_approve(chains, eph, sessions, direct, clock, aio_loop)
     node.rpc("dev_pauseBlocks")
     aio_loop.run(proc.run_once())  # sent; no block comes: the wait for inclusion times out
     assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
@@ -293,14 +307,7 @@ def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_
     reading made it look like "nonce used, extrinsic not on chain" (EFFECT_NOT_FOUND, manual
     review) although it was applied."""
     eph = ephemeral(node)
-    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
-    proc = processor(
-        sessions,
-        direct,
-        clock,
-        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
-    )
+    ramp_id, proc = at_presigned_approve(chains, eph, sessions, direct, clock, aio_loop)
     node.rpc("dev_pauseBlocks")
     aio_loop.run(proc.run_once())  # sent; the submit times out
     block_after_nonce_read(node, eph.ss58_address)
@@ -423,14 +430,7 @@ def test_a_pool_refusal_is_sent_again_after_an_operators_retry(
     nonce is unused: once an operator tops the ephemeral up and retries, the same bytes are
     sent again (after the pool's ban on them ends) and the ramp goes on."""
     eph = ephemeral(node, pen="0")
-    record = buy_record(clock.now, eph.ss58_address, {"nablaApprove": (0, presign(chains, eph))})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "nablaApprove", clock.now))
-    proc = processor(
-        sessions,
-        direct,
-        clock,
-        {"nablaApprove": SubmitPresignedPendulum(chains), "nablaSwap": Parked()},
-    )
+    ramp_id, proc = at_presigned_approve(chains, eph, sessions, direct, clock, aio_loop)
     aio_loop.run(proc.run_once())
     current = row(sessions, aio_loop, ramp_id)
     assert (current.status, current.current_phase) == ("MANUAL_REVIEW", "nablaApprove")
