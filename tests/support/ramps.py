@@ -7,10 +7,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ramp_service.db.models import RampRow
+from ramp_service.db.models import RampErrorRow, RampRow
 from ramp_service.db.repository import RampRepository
 from ramp_service.domain.flows import CURRENT_FLOW, INITIAL, Network
 from ramp_service.domain.ramp import (
@@ -144,3 +144,16 @@ async def insert_at(
             )
         )
     return record.id
+
+
+async def error_reasons(
+    sessions: async_sessionmaker[AsyncSession], ramp_id: uuid.UUID
+) -> list[str]:
+    """The reasons of the errors recorded for `ramp_id`, oldest first."""
+    async with sessions.begin() as session:
+        found = await session.scalars(
+            select(RampErrorRow.reason)
+            .where(RampErrorRow.ramp_id == ramp_id)
+            .order_by(RampErrorRow.id)
+        )
+        return list(found)

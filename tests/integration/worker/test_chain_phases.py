@@ -31,7 +31,7 @@ from ramp_service.admin import RampAdmin
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain
-from ramp_service.db.models import OperationRow, RampErrorRow, RampRow
+from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.domain.flows import Network
 from ramp_service.domain.outcomes import Outcome, RetryPolicy, Wait
 from ramp_service.domain.ramp import IssuedTx, SigningAccount, StoredTx
@@ -54,7 +54,7 @@ from service_kit.errors import PreconditionFailed
 from tests.integration.devnet.conftest import Node
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
-from tests.support.ramps import buy_record, insert_at, sell_record
+from tests.support.ramps import buy_record, error_reasons, insert_at, sell_record
 
 FUNDING = Keypair.create_from_uri("//PendulumFunding", ss58_format=56)
 CHAIN_TIMEOUT_S = 2.0  # a submit waiting for a block that never comes gives up after this
@@ -191,21 +191,6 @@ def row(
     return aio_loop.run(read())
 
 
-def error_reasons(
-    sessions: async_sessionmaker[AsyncSession], aio_loop: LoopThread, ramp_id: uuid.UUID
-) -> list[str]:
-    async def read() -> list[str]:
-        async with sessions.begin() as session:
-            found = await session.scalars(
-                select(RampErrorRow.reason)
-                .where(RampErrorRow.ramp_id == ramp_id)
-                .order_by(RampErrorRow.id)
-            )
-            return list(found)
-
-    return aio_loop.run(read())
-
-
 def journal_state(
     sessions: async_sessionmaker[AsyncSession], aio_loop: LoopThread, ramp_id: uuid.UUID, op: str
 ) -> str | None:
@@ -235,7 +220,7 @@ def test_a_presigned_extrinsic_already_in_the_pool_is_waited_for_not_retried(
     ramp_id, proc = at_presigned_approve(chains, eph, sessions, direct, clock, aio_loop)
     node.rpc("dev_pauseBlocks")
     aio_loop.run(proc.run_once())  # sent; no block comes: the wait for inclusion times out
-    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["PENDULUM_TIMEOUT"]
     assert len(chain_of(node).ready) == 1
     clock.advance(minutes=5)
     aio_loop.run(proc.run_once())  # nonce unused: the same bytes again, already in the pool
@@ -245,7 +230,7 @@ def test_a_presigned_extrinsic_already_in_the_pool_is_waited_for_not_retried(
         "nablaApprove",
         1,
     )
-    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["PENDULUM_TIMEOUT"]
     node.rpc("dev_resumeBlocks")
     eventually(lambda: not chain_of(node).ready, "the block with the extrinsic")
     clock.advance(minutes=5)
@@ -281,7 +266,7 @@ def test_a_funding_transfer_landing_during_reconciliation_is_not_sent_twice(
     devnet = chain_of(node)
     node.rpc("dev_pauseBlocks")
     aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
-    assert error_reasons(sessions, aio_loop, ramp_id) == ["PENDULUM_TIMEOUT"]
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["PENDULUM_TIMEOUT"]
     assert len(devnet.ready) == 1
     block_after_nonce_read(node, FUNDING.ss58_address)
     clock.advance(minutes=5)
@@ -322,7 +307,7 @@ def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_
     # The first submit timed out; the reconciling run's re-send of the same bytes, waiting for
     # a block while blocks are paused, may time out too on a busy machine: a retry, never a
     # verdict. What must not appear is the lost-effect review.
-    reasons = error_reasons(sessions, aio_loop, ramp_id)
+    reasons = aio_loop.run(error_reasons(sessions, ramp_id))
     assert reasons[0] == "PENDULUM_TIMEOUT" and set(reasons) == {"PENDULUM_TIMEOUT"}, reasons
 
 
@@ -410,7 +395,7 @@ def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_
         clock.advance(minutes=5)
         aio_loop.run(proc.run_once())  # reconciles while it lands
         assert journal_state(sessions, aio_loop, ramp_id, "submit") == "confirmed"
-        assert "CLEANUP_ABANDONED" not in error_reasons(sessions, aio_loop, ramp_id)
+        assert "CLEANUP_ABANDONED" not in aio_loop.run(error_reasons(sessions, ramp_id))
         assert row(sessions, aio_loop, ramp_id).cleanup_phase == "pendulumCleanup"
     finally:
         aio_loop.run(stellar.close())

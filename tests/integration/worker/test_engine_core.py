@@ -30,7 +30,7 @@ from ramp_service.worker.queue import Claim, LeaseLost, WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, libpq_url
 from tests.support.aio import FakeClock, LoopThread
-from tests.support.ramps import insert_running
+from tests.support.ramps import error_reasons, insert_running
 
 
 class Script:
@@ -130,15 +130,7 @@ def test_recoverable_errors_back_off_then_go_to_manual_review(
     assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "fundEphemeral")
     assert "retry budget" in (row.status_reason or "")
 
-    async def errors() -> list[str]:
-        async with sessions.begin() as session:
-            return list(
-                await session.scalars(
-                    select(RampErrorRow.reason).where(RampErrorRow.ramp_id == ramp_id)
-                )
-            )
-
-    assert aio_loop.run(errors()) == ["HORIZON_5XX"] * 3
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["HORIZON_5XX"] * 3
     clock.advance(hours=1)
     assert aio_loop.run(proc.run_once()) == 0  # manual review is not retried by itself
 
@@ -286,14 +278,7 @@ def test_a_processor_bug_backs_off_counts_attempts_then_goes_to_manual_review(
     assert (row.status, row.current_phase) == ("MANUAL_REVIEW", "initial")
     assert row.status_reason.startswith("PROCESSOR_ERROR: retry budget")
 
-    async def reasons() -> list[str]:
-        async with sessions.begin() as session:
-            found = await session.scalars(
-                select(RampErrorRow.reason).where(RampErrorRow.ramp_id == ramp_id)
-            )
-            return list(found)
-
-    assert aio_loop.run(reasons()) == ["PROCESSOR_ERROR"] * 3
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["PROCESSOR_ERROR"] * 3
 
 
 class BrokenLoads:
@@ -340,16 +325,11 @@ def test_a_processor_bug_in_cleanup_abandons_the_cleanup_once_the_budget_is_spen
     clock.advance(hours=1)
     assert aio_loop.run(proc.run_once()) == 0  # not claimed again
 
-    async def errors() -> list[str]:
-        async with sessions.begin() as session:
-            found = await session.scalars(
-                select(RampErrorRow.reason)
-                .where(RampErrorRow.ramp_id == ramp_id)
-                .order_by(RampErrorRow.id)
-            )
-            return list(found)
-
-    assert aio_loop.run(errors()) == ["HORIZON_TIMEOUT", "PROCESSOR_ERROR", "CLEANUP_ABANDONED"]
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == [
+        "HORIZON_TIMEOUT",
+        "PROCESSOR_ERROR",
+        "CLEANUP_ABANDONED",
+    ]
 
 
 def test_a_stale_run_cannot_write_after_its_lease_was_taken_over(
