@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from ramp_service.db.repository import (
     start_ramp,
 )
 from ramp_service.domain.errors import (
+    ChainUnavailable,
     EphemeralNotFresh,
     InvalidRampRequest,
     QuoteUnusable,
@@ -55,6 +58,7 @@ from service_kit.errors import FieldViolation, PreconditionFailed
 
 Clock = Callable[[], datetime]
 USER = "user"
+log = logging.getLogger("ramps")
 
 
 def utc_now() -> datetime:
@@ -231,26 +235,42 @@ class RampService:
         # Opened here, not at register, so a ramp that never starts has nothing to pay; and
         # before the write, holding nothing: a partner failure stores nothing and the client's
         # retry opens it again. The charge's txid derives from the ramp id, so retries and
-        # concurrent starts all get the one charge, and the winning write stores it. (A start
-        # that loses to a cancel or the start deadline leaves a charge nobody was shown; it
-        # expires with its payment window.)
+        # concurrent starts all get the one charge, and the winning write stores it.
         payment = await self._chains.open_payment(record, now)
         async with self._direct.connection() as conn:
             won = await start_ramp(conn, record.id, payloads, merged, payment, USER, now)
         # Read after commit: the answer shows the ramp as every later reader will.
         if won:
             return await self.get(ramp_id)
-        # Another start won the race (or the ramp left REGISTERED some other way).
-        return self._repeated_start(await self.get(ramp_id), payloads)
+        # Another start won the race, or the ramp will never run: an operator cancelled it,
+        # or it was timed out, while this start talked to the partner.
+        current = await self.get(ramp_id)
+        if payment and ended_unrun(current):
+            await self._withdraw_unshown(current, payment)
+        return self._repeated_start(current, payloads)
+
+    async def _withdraw_unshown(self, record: RampRecord, payment: dict[str, str]) -> None:
+        """Cancel the charge a losing start opened for a ramp that will never run. Nobody was
+        shown it (the start fails), so it is withdrawn now rather than left payable until its
+        expiry; a partner that cannot be reached leaves it to expire."""
+        opened = dataclasses.replace(record, partner_data={**record.partner_data, **payment})
+        try:
+            unpaid = await self._chains.withdraw_payment(opened)
+        except ChainUnavailable:
+            log.warning(
+                "unshown charge left to expire",
+                extra={"ramp_id": str(record.id), "expires_at": payment.get("pix_expires_at")},
+            )
+            return
+        if not unpaid:  # paid with a code no answer carried: a person must return the money
+            log.error("unshown charge paid", extra={"ramp_id": str(record.id)})
 
     def _repeated_start(
         self, record: RampRecord, payloads: dict[tuple[str, str], str]
     ) -> RampRecord:
         """A start on a started ramp: a no-op with the same transactions, else 409. A ramp that
         never ran (timed out or cancelled before its start) has no start to repeat."""
-        if record.status in (RampStatus.TIMED_OUT, RampStatus.CANCELLED) and {
-            h.phase for h in record.history
-        } <= {INITIAL, TIMED_OUT}:
+        if ended_unrun(record):
             if record.status is RampStatus.TIMED_OUT:
                 raise StartDeadlinePassed(str(record.id))
             raise RampNotInitial(str(record.id), record.status.value)
@@ -312,6 +332,13 @@ class RampService:
         records = records[:size]
         token = encode_page_token(records[-1].created_at, records[-1].id) if more else ""
         return records, token
+
+
+def ended_unrun(record: RampRecord) -> bool:
+    """The ramp ended before it ever ran: cancelled or timed out from `initial`."""
+    return record.status in (RampStatus.TIMED_OUT, RampStatus.CANCELLED) and {
+        h.phase for h in record.history
+    } <= {INITIAL, TIMED_OUT}
 
 
 def encode_page_token(created_at: datetime, ramp_id: uuid.UUID) -> str:

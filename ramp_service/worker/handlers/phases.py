@@ -387,6 +387,14 @@ async def _send_create(chains: Chains, ctx: PhaseContext, payload: str) -> None:
     try:
         result = await chains.stellar.submit(payload)
     except ChainError as exc:
+        if exc.reason == "TX_BAD_SEQ":
+            # The funding account's sequence moved between our reading and the submit (its
+            # other users are outside our lock), or these very bytes applied already. Either
+            # way the next attempt settles it: found by hash, or rebuilt once the sequence is
+            # proven used. Nothing was paid twice, so no person needs to look.
+            raise RecoverableError(
+                "FUNDING_PENDING", "the Stellar funding account's sequence moved; reconciling"
+            ) from exc
         if not exc.recoverable:
             await ctx.journal.mark("create_account", "failed", str(exc))
         raise

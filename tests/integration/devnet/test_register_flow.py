@@ -27,7 +27,7 @@ from devnet.pix.app import DEPOSITS, PixConfig
 from devnet.pix.app import Deposit as PixDeposit
 from devnet.pix.app import create_app as create_pix
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
-from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
+from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
 from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_ramp_server
 from tests.integration.devnet.conftest import Horizon, Node
@@ -46,6 +46,7 @@ class Stack:
     anchor_url: str
     pix_url: str
     pix_deposits: dict[str, PixDeposit]  # every charge the PIX partner holds, by id
+    admin: admin_pb2_grpc.RampAdminServiceStub
 
 
 @pytest.fixture
@@ -90,6 +91,7 @@ def stack(
             f"http://127.0.0.1:{anchor_port}",
             f"http://127.0.0.1:{pix_port}",
             pix[DEPOSITS],
+            admin_pb2_grpc.RampAdminServiceStub(rc),
         )
     aio_loop.run(ramp.stop(0))
     aio_loop.run(pix_runner.cleanup())
@@ -319,6 +321,30 @@ def test_a_start_cut_off_by_the_database_gets_the_same_charge_on_retry(
     assert started.status == ramp_pb2.Ramp.RUNNING
     assert started.deposit_instructions.pix_deposit_id == made.id
     assert len(stack.pix_deposits) == 1
+
+
+def test_a_start_losing_to_a_cancel_withdraws_the_charge_it_opened(stack: Stack) -> None:
+    """An operator cancels the ramp while its start waits for the PIX partner: the charge the
+    start opened was never shown to anyone (the start fails), so it is cancelled at once
+    instead of staying payable for its whole window."""
+    ramp, presigned = registered_buy(stack)
+    request = ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned)
+    slow = {"delay_ms": 1500, "paths": ["/v1/pix/deposits"]}
+    httpx.post(f"{stack.pix_url}/dev/faults", json=slow, timeout=5).raise_for_status()
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(stack.ramps.StartRamp, request, timeout=30)
+        time.sleep(0.5)  # the start has asked the partner, who answers in a second
+        cancel = admin_pb2.CancelRampRequest(ramp_id=ramp.id, operator="ops", note="user left")
+        auth = (("authorization", "Bearer test-admin-token"),)
+        cancelled = stack.admin.CancelRamp(cancel, metadata=auth, timeout=30)
+        assert cancelled.status == ramp_pb2.Ramp.CANCELLED
+        assert stack.pix_deposits == {}  # the start's charge is not made yet
+        with pytest.raises(grpc.RpcError) as lost:
+            starting.result()
+    assert failure(lost.value).reason == "RAMP_NOT_INITIAL"
+    (charge,) = stack.pix_deposits.values()
+    assert charge.txid == uuid.UUID(ramp.id).hex
+    assert charge.status == "CANCELLED"
 
 
 # The database refusing StartRamp's write (a fault placed exactly there).

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from stellar_sdk import Asset, Server, TransactionBuilder
+from stellar_sdk import Account, Asset, Server, TransactionBuilder
 from stellar_sdk import Keypair as StellarKeypair
 from substrateinterface import Keypair
 
@@ -30,10 +30,10 @@ from ramp_service.adapters.registration import ChainRegistration
 from ramp_service.admin import RampAdmin
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
-from ramp_service.chains.stellar import StellarChain
+from ramp_service.chains.stellar import StellarChain, SubmitResult
 from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.domain.flows import Network
-from ramp_service.domain.outcomes import Outcome, RetryPolicy, Wait
+from ramp_service.domain.outcomes import Advance, Outcome, RetryPolicy, Wait
 from ramp_service.domain.ramp import IssuedTx, SigningAccount, StoredTx
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
@@ -44,6 +44,7 @@ from ramp_service.worker.handlers.phases import (
     FundingLock,
     StellarCleanup,
     SubmitPresignedPendulum,
+    create_stellar_ephemeral,
 )
 from ramp_service.worker.loader import RecordLoader
 from ramp_service.worker.metrics import WorkerMetrics
@@ -397,6 +398,95 @@ def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_
         assert journal_state(sessions, aio_loop, ramp_id, "submit") == "confirmed"
         assert "CLEANUP_ABANDONED" not in aio_loop.run(error_reasons(sessions, ramp_id))
         assert row(sessions, aio_loop, ramp_id).cleanup_phase == "pendulumCleanup"
+    finally:
+        aio_loop.run(stellar.close())
+        aio_loop.run(runner.cleanup())
+
+
+class CreatesEphemeral:
+    """fundEphemeral's Stellar part alone: the funding account creates the ephemeral."""
+
+    def __init__(self, chains: Chains) -> None:
+        self._chains = chains
+
+    async def run(self, ctx: PhaseContext) -> Outcome:
+        await create_stellar_ephemeral(self._chains, ctx)
+        return Advance()
+
+
+class FundingSequenceTaken(StellarChain):
+    """Horizon as seen while someone else uses the funding account: before our first submit,
+    another transaction from it (an operator's payment) takes the sequence we built with."""
+
+    funding: StellarKeypair
+    payee: str
+    raced = False
+
+    async def submit(self, envelope_xdr: str) -> SubmitResult:
+        if not self.raced:
+            self.raced = True
+            state = await self.account(self.funding.public_key)
+            assert state is not None
+            other = (
+                TransactionBuilder(
+                    Account(self.funding.public_key, state.sequence), DEVNET_PASSPHRASE, 100
+                )
+                .append_payment_op(self.payee, Asset.native(), "1")
+                .set_timeout(3600)
+                .build()
+            )
+            other.sign(self.funding)
+            await super().submit(other.to_xdr())
+        return await super().submit(envelope_xdr)
+
+
+def test_a_stellar_funding_sequence_taken_by_another_transaction_is_rebuilt_not_reviewed(
+    chains: Chains,
+    aio_loop: LoopThread,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+) -> None:
+    """The create-account transaction built at the funding account's sequence meets tx_bad_seq
+    because another transaction from that account landed first. Nothing was paid, and a rebuild
+    at the new sequence succeeds: the phase reconciles and rebuilds on its next attempt instead
+    of sending the ramp (holding the user's funds) to MANUAL_REVIEW."""
+    config = HorizonConfig(DEVNET_PASSPHRASE, ledger_close_s=0.2, friendbot_amount=Decimal(100))
+    runner, port = aio_loop.run(serve(create_horizon(config)))
+    url = f"http://127.0.0.1:{port}"
+    stellar = FundingSequenceTaken(url, DEVNET_PASSPHRASE, timeout_s=5)
+    try:
+        funding = StellarKeypair.random()
+        httpx.get(
+            f"{url}/friendbot", params={"addr": funding.public_key}, timeout=5
+        ).raise_for_status()
+        stellar.funding, stellar.payee = funding, config.friendbot.public_key
+        chains.stellar, chains.stellar_funding = stellar, funding
+        eph = StellarKeypair.random()
+        record = sell_record(clock.now)
+        pen = next(a for a in record.accounts if a.network is Network.PENDULUM)
+        record = replace(record, accounts=(SigningAccount(Network.STELLAR, eph.public_key), pen))
+        ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+        proc = processor(
+            sessions,
+            direct,
+            clock,
+            {"fundEphemeral": CreatesEphemeral(chains), "nablaApprove": Parked()},
+        )
+        aio_loop.run(proc.run_once())  # tx_bad_seq: the operator's payment took the sequence
+        assert stellar.raced
+        first = row(sessions, aio_loop, ramp_id)
+        assert (first.status, first.current_phase) == ("RUNNING", "fundEphemeral")
+        assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["FUNDING_PENDING"]
+        assert journal_state(sessions, aio_loop, ramp_id, "create_account") == "submitted"
+        assert aio_loop.run(stellar.account(eph.public_key)) is None
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())  # reconciles: sequence used, not ours: rebuilt and sent
+        done = row(sessions, aio_loop, ramp_id)
+        assert (done.status, done.current_phase) == ("RUNNING", "nablaApprove")
+        assert journal_state(sessions, aio_loop, ramp_id, "create_account") == "confirmed"
+        created = aio_loop.run(stellar.account(eph.public_key))
+        assert created is not None
     finally:
         aio_loop.run(stellar.close())
         aio_loop.run(runner.cleanup())
