@@ -155,6 +155,7 @@ def run(quick: bool) -> dict[str, Any]:
             "p99_ms": echo_half.p99_ms,
         }
     results["stack"] = "make run" if sut.attached else "own"
+    results["host"] = cpu.host()
     return results
 
 
@@ -164,6 +165,14 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"system under test: {'the make run stack' if results['stack'] == 'make run' else 'own'}\n"
     )
+    host = results.get("host", {})
+    if host.get("sched_autogroup") == 1:
+        print(
+            "note: kernel.sched_autogroup_enabled=1 on this host: all of PostgreSQL's backends\n"
+            "share one scheduling group beside the bench's (bench/cpu.py host()); cleanup's worst\n"
+            "batch shows the stalls. A host running the database beside busy programs wants it\n"
+            "off: sysctl -w kernel.sched_autogroup_enabled=0 (README, Performance).\n"
+        )
     print(f"{'baseline':<24}{'value':>14}")
     for key, value in base.items():
         print(f"{key:<24}{value:>14.1f}")

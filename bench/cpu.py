@@ -44,3 +44,22 @@ def cpu_seconds(roots: list[int], descendants: bool = True) -> float:
         if fields:
             total += int(fields[11]) + int(fields[12])
     return total / TICKS
+
+
+AUTOGROUP = PROC / "sys" / "kernel" / "sched_autogroup_enabled"
+
+
+def host() -> dict[str, int]:
+    """What of the host shapes the numbers: its cores, and whether the kernel groups tasks by
+    session for scheduling (`kernel.sched_autogroup_enabled`, -1 where there is no such knob).
+
+    Autogroup is a desktop feature: every session gets one scheduling group of equal weight, so
+    all of a PostgreSQL server's backends (one session) share what one shell would get, and a
+    backend can sit runnable for hundreds of milliseconds while the bench's processes (another
+    session) hold both cores. It applies only to tasks outside any CPU cgroup, so it does not
+    reach containers; on a shared machine like this one it shows as cleanup's worst batch."""
+    try:
+        autogroup = int(AUTOGROUP.read_text().strip())
+    except (OSError, ValueError):
+        autogroup = -1
+    return {"cpus": os.cpu_count() or 0, "sched_autogroup": autogroup}
