@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import Connection, text
+
+from ramp_service.domain.flows import FIRST_AFTER_TIMEOUT
 
 DELETE_KEYS = text(
     """
@@ -15,7 +18,9 @@ DELETE_KEYS = text(
     """
 )
 
-# Registered ramps past their start deadline become TIMED_OUT in phase timedOut, with an event.
+# Registered ramps past their start deadline become TIMED_OUT in phase timedOut, with an event;
+# those whose flow watches after a time-out (a SELL's deposit address: the user may have sent
+# before starting) get that follow-up phase, due now, for the worker to run.
 TIME_OUT_UNSTARTED = text(
     """
     WITH due AS (
@@ -26,6 +31,8 @@ TIME_OUT_UNSTARTED = text(
         UPDATE ramp.ramps AS r
         SET status = 'TIMED_OUT', current_phase = 'timedOut',
             status_reason = 'START_DEADLINE_PASSED',
+            cleanup_phase = CAST(:watch AS jsonb) ->> r.flow_version,
+            next_attempt_at = :now, phase_started_at = :now, attempts = 0,
             generation = r.generation + 1, updated_at = :now
         FROM due WHERE r.id = due.id
         RETURNING r.id
@@ -48,4 +55,5 @@ def delete_idempotency_keys(conn: Connection, cutoff: datetime, batch: int) -> i
 
 def time_out_unstarted(conn: Connection, now: datetime, batch: int) -> int:
     """Time out up to `batch` registered ramps whose start deadline passed."""
-    return conn.execute(TIME_OUT_UNSTARTED, {"now": now, "batch": batch}).rowcount
+    params = {"now": now, "batch": batch, "watch": json.dumps(FIRST_AFTER_TIMEOUT)}
+    return conn.execute(TIME_OUT_UNSTARTED, params).rowcount

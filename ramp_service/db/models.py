@@ -46,12 +46,14 @@ class RampRow(Base):
         Index(
             "ix_ramps_wallet_created", "wallet_address", text("created_at DESC"), text("id DESC")
         ),
-        # The phase processor's claim: due ramps that still have work.
+        # The phase processor's claim: due ramps that still have work (running, or ended
+        # with a follow-up phase left: cleanup after complete, a watch after a time-out).
         Index(
             "ix_ramps_due",
             "next_attempt_at",
             postgresql_where=text(
-                "status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL)"
+                "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT')"
+                " AND cleanup_phase IS NOT NULL)"
             ),
         ),
         # Cleanup: registered ramps past their start deadline.

@@ -23,6 +23,7 @@ COMPLETE = "complete"
 FAILED = "failed"
 TIMED_OUT = "timedOut"
 TERMINAL_PHASES = frozenset({COMPLETE, FAILED, TIMED_OUT})
+WATCH_LATE_DEPOSIT = "watchLateDeposit"
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,28 @@ class PhaseSpec:
 
 @dataclass(frozen=True)
 class Flow:
-    """The ordered phases of one corridor version, plus post-complete cleanup phases."""
+    """The ordered phases of one corridor version, plus the follow-up phases run after the
+    terminal ones: cleanup after `complete`, watches after `timedOut`."""
 
     ramp_type: str
     version: str
     phases: tuple[PhaseSpec, ...]
     cleanup: tuple[PhaseSpec, ...]
+    # Run once the ramp timed out (status TIMED_OUT stays): e.g. watching the deposit address
+    # for money the user sent too late. Like cleanup, they never change the ramp's outcome.
+    after_timeout: tuple[PhaseSpec, ...] = ()
+
+    def follow_ups(self, status: str) -> tuple[PhaseSpec, ...]:
+        """The follow-up phases of a ramp ended with `status` (COMPLETE or TIMED_OUT)."""
+        return {"COMPLETE": self.cleanup, "TIMED_OUT": self.after_timeout}.get(status, ())
 
     def names(self) -> list[str]:
         """Phase names in order, from `initial` to `complete`."""
         return [p.name for p in self.phases]
 
     def spec(self, name: str) -> PhaseSpec:
-        """The spec of phase `name` (main or cleanup)."""
-        for phase in (*self.phases, *self.cleanup):
+        """The spec of phase `name` (main, cleanup or after-timeout)."""
+        for phase in (*self.phases, *self.cleanup, *self.after_timeout):
             if phase.name == name:
                 return phase
         raise KeyError(name)
@@ -113,6 +122,9 @@ SELL_V1 = Flow(
         PhaseSpec("stellarCleanup", presigned_on=Network.STELLAR),
         PhaseSpec("pendulumCleanup", presigned_on=Network.PENDULUM),
     ),
+    # A deposit that arrives after the ramp timed out (or after an unstarted ramp's start
+    # deadline) is nobody's to move: it is found and reported for a person to settle.
+    after_timeout=(PhaseSpec(WATCH_LATE_DEPOSIT),),
 )
 
 BUY_V1 = Flow(
@@ -131,6 +143,11 @@ BUY_V1 = Flow(
 )
 
 FLOWS: dict[str, Flow] = {flow.version: flow for flow in (SELL_V1, BUY_V1)}
+# The first after-timeout phase of each flow version that has one (the cleanup job sets it on
+# the unstarted ramps it times out).
+FIRST_AFTER_TIMEOUT: dict[str, str] = {
+    flow.version: flow.after_timeout[0].name for flow in FLOWS.values() if flow.after_timeout
+}
 CURRENT_FLOW: dict[str, Flow] = {"SELL": SELL_V1, "BUY": BUY_V1}
 
 # Networks whose ephemeral account each ramp type needs.

@@ -69,6 +69,13 @@ class RetryPolicy:
     base_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(minutes=2)
 
+    @classmethod
+    def for_watch(cls, window: timedelta) -> RetryPolicy:
+        """Budgets of a phase that watches for `window` and then ends itself: the budget only
+        stops one that cannot (a node down for a day), and as each failed read counts as an
+        attempt over the whole window, it allows many."""
+        return cls(max_attempts=500, time_budget=window + timedelta(days=1))
+
     def backoff(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """Full-jitter exponential backoff for the `attempt`-th failure (1-based)."""
         cap = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))

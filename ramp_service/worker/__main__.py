@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from ramp_service.adapters.registration import WARM_CLIENTS
 from ramp_service.chains.pendulum import PendulumChain
 from ramp_service.db.models import OperationRow, RampRow
+from ramp_service.domain.flows import WATCH_LATE_DEPOSIT
 from ramp_service.domain.outcomes import RetryPolicy
 from ramp_service.worker.config import WorkerSettings
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
@@ -58,6 +59,9 @@ def processor_config(settings: WorkerSettings) -> ProcessorConfig:
             ),
             "brlaTeleport": RetryPolicy(
                 default.max_attempts, timedelta(seconds=settings.pix_timeout_s)
+            ),
+            WATCH_LATE_DEPOSIT: RetryPolicy.for_watch(
+                timedelta(seconds=settings.late_deposit_watch_s)
             ),
         },
     )

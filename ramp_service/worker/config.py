@@ -31,6 +31,12 @@ class WorkerSettings(RampSettings):
         " the partner confirms it expired or cancelled (PIX_PAYMENT_WINDOW_S after start); past"
         " this budget a charge still pending, or paid and not minted, goes to MANUAL_REVIEW.",
     )
+    late_deposit_watch_s: int = Field(
+        259_200,
+        ge=0,
+        description="SELL: how long a timed-out ramp's deposit address is watched for money sent"
+        " too late (reported as LATE_DEPOSIT); 0 = not watched.",
+    )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics; 0 = off.")
     metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
     worker_chain_poll_ms: int = Field(2000, ge=50, description="Re-check interval while waiting.")

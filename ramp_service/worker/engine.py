@@ -124,9 +124,9 @@ class PhaseProcessor:
 
     async def _after_bug(self, claim: Claim, exc: Exception) -> None:
         """Record the error, count an attempt and back off under the phase's retry policy (to
-        MANUAL_REVIEW once it is exhausted; a complete ramp's cleanup is abandoned instead, as
-        cleanup never blocks `complete`), so a ramp that keeps hitting a bug is neither claimed
-        again at every poll nor left without a trace."""
+        MANUAL_REVIEW once it is exhausted; an ended ramp's follow-up phases are abandoned
+        instead, as they never change its outcome), so a ramp that keeps hitting a bug is
+        neither claimed again at every poll nor left without a trace."""
         phase = claim.active_phase
         error = ErrorEntry(phase, "PROCESSOR_ERROR", f"{type(exc).__name__}: {exc}", True)
         policy = self._config.policy(phase)
@@ -135,8 +135,8 @@ class PhaseProcessor:
             why = policy.exhausted(attempts, claim.phase_started_at, self._queue.clock())
             if why is not None:
                 with contextlib.suppress(Exception):  # the move may be what fails: back off
-                    if claim.status == "COMPLETE":
-                        # The rest of the cleanup would hit the same bug: stop it here.
+                    if claim.following_up:
+                        # The rest of the follow-ups would hit the same bug: stop them here.
                         abandoned = ErrorEntry(
                             phase,
                             "CLEANUP_ABANDONED",
@@ -178,6 +178,11 @@ class PhaseProcessor:
         """Run the active phase once and apply its outcome; True when the ramp can go on now."""
         phase = claim.active_phase
         handler = self._handlers.get(phase)
+        if handler is None and claim.following_up:  # never changes how the ramp ended
+            log.error("no handler", extra={"ramp_id": str(claim.ramp_id), "phase": phase})
+            missing = ErrorEntry(phase, "CLEANUP_ABANDONED", f"NO_HANDLER: {phase}", False)
+            await self._queue.step_cleanup(claim, None, missing)
+            return False
         if handler is None:
             await self._queue.move(
                 claim,
@@ -196,7 +201,7 @@ class PhaseProcessor:
         )
         outcome = await self._run_handler(handler, ctx)
         try:
-            if claim.status == "COMPLETE":
+            if claim.following_up:
                 return await self._apply_cleanup(claim, flow, phase, outcome)
             return await self._apply(claim, flow, phase, outcome)
         except IllegalTransition as exc:
@@ -294,14 +299,16 @@ class PhaseProcessor:
             )
             return False
         flow.check_transition(phase, TIMED_OUT)
+        watch = flow.after_timeout[0].name if flow.after_timeout else None
         await self._queue.move(
             claim,
             to_phase=TIMED_OUT,
             status="TIMED_OUT",
             reason=outcome.reason,
             error=ErrorEntry(phase, "TIMED_OUT", outcome.reason, False),
+            first_cleanup=watch,
         )
-        return False
+        return watch is not None
 
     async def _manual_review(
         self, claim: Claim, phase: str, why: str, error: ErrorEntry | None = None
@@ -317,8 +324,10 @@ class PhaseProcessor:
         )
 
     async def _apply_cleanup(self, claim: Claim, flow: Flow, phase: str, outcome: Outcome) -> bool:
-        """Cleanup never blocks `complete`: exhausted or failed cleanup is recorded and skipped."""
-        names = [p.name for p in flow.cleanup]
+        """Follow-up phases never change how a ramp ended: cleanup never blocks `complete`
+        (exhausted or failed cleanup is recorded and skipped), and a watch after `timedOut`
+        that finds what a person must settle records it under its own reason and stops."""
+        names = [p.name for p in flow.follow_ups(claim.status)]
         following = names[names.index(phase) + 1] if names.index(phase) + 1 < len(names) else None
         now = self._queue.clock()
         policy = self._config.policy(phase)
@@ -339,6 +348,15 @@ class PhaseProcessor:
                 await self._queue.reschedule(claim, delay, error)
                 return False
             message = f"cleanup abandoned: {why}"
+        elif isinstance(outcome, Review) and claim.status == "TIMED_OUT":
+            log.error(
+                "timed-out ramp needs a person",
+                extra={"ramp_id": str(claim.ramp_id), "phase": phase, "why": outcome.reason},
+            )
+            self._metrics.reviews_after_timeout.labels(reason=outcome.reason).inc()
+            error = ErrorEntry(phase, outcome.reason, outcome.message, False)
+            await self._queue.step_cleanup(claim, following, error, note="needs review")
+            return following is not None
         else:
             reason, message = (
                 getattr(outcome, "reason", "CLEANUP_FAILED"),

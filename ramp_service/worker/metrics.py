@@ -28,6 +28,13 @@ class WorkerMetrics:
             "Runs stopped because another worker took the lease.",
             registry=self.registry,
         )
+        self.reviews_after_timeout = Counter(
+            "ramp_reviews_after_timeout_total",
+            "Timed-out ramps a watch found a person must settle (LATE_DEPOSIT: money arrived"
+            " after the ramp timed out), by reason. Alert on any increase.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.ramps = Gauge(
             "ramp_ramps", "Ramps by status and phase.", ["status", "phase"], registry=self.registry
         )

@@ -24,7 +24,8 @@ from service_kit.db import DirectPool
 CLAIM_SQL = """
     WITH due AS (
         SELECT id FROM ramp.ramps
-        WHERE (status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL))
+        WHERE (status = 'RUNNING'
+               OR (status IN ('COMPLETE', 'TIMED_OUT') AND cleanup_phase IS NOT NULL))
           AND next_attempt_at <= %(now)s
           AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
         ORDER BY next_attempt_at
@@ -102,12 +103,19 @@ class Claim:
 
     @property
     def active_phase(self) -> str:
-        """The phase to run: the main phase, or the pending cleanup phase once complete."""
-        return (
-            self.cleanup_phase if self.status == "COMPLETE" and self.cleanup_phase else self.phase
-        )
+        """The phase to run: the main phase, or the pending follow-up phase once the ramp ended
+        (cleanup after `complete`, a watch after `timedOut`)."""
+        if self.status in FOLLOW_UP_STATUSES and self.cleanup_phase is not None:
+            return self.cleanup_phase
+        return self.phase
+
+    @property
+    def following_up(self) -> bool:
+        """The ramp ended and runs its follow-up phases (see Flow.follow_ups)."""
+        return self.status in FOLLOW_UP_STATUSES and self.cleanup_phase is not None
 
 
+FOLLOW_UP_STATUSES = frozenset({"COMPLETE", "TIMED_OUT"})  # as CLAIM_SQL and ix_ramps_due say
 REASON_MAX = 64  # ramp.errors.reason is varchar(64)
 
 
@@ -235,9 +243,13 @@ class WorkQueue:
         claim.phase_started_at = now
 
     async def step_cleanup(
-        self, claim: Claim, next_cleanup: str | None, error: ErrorEntry | None = None
+        self,
+        claim: Claim,
+        next_cleanup: str | None,
+        error: ErrorEntry | None = None,
+        note: str | None = None,
     ) -> None:
-        """Record a finished (or abandoned) cleanup phase and set the next one, if any."""
+        """Record a finished (or abandoned) follow-up phase and set the next one, if any."""
         now = self.clock()
         done = claim.active_phase
         values: dict[str, object] = {
@@ -246,7 +258,7 @@ class WorkQueue:
             "phase_started_at": now,
             "updated_at": now,
         }
-        note = "abandoned" if error else "done"
+        note = note or ("abandoned" if error else "done")
         await self._write(
             claim, values, done, claim.status, error, "worker", note, check_phase=False
         )

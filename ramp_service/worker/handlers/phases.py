@@ -42,7 +42,7 @@ from ramp_service.chains.pendulum import (
     extrinsic_hash,
 )
 from ramp_service.chains.stellar import StellarChain
-from ramp_service.domain.flows import Network
+from ramp_service.domain.flows import WATCH_LATE_DEPOSIT, Network
 from ramp_service.domain.outcomes import Advance, Outcome, Retry, Review, TimeOut, Wait
 from ramp_service.domain.ramp import StoredTx
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
@@ -108,6 +108,8 @@ class Chains:
     # The swap is only sent while the live pool gives at least the quoted output plus this
     # fraction (the soft minimum); the presigned minimum (the quoted output) is the hard one.
     swap_soft_margin: Decimal = Decimal(0)
+    # How long a timed-out SELL ramp's deposit address is watched for money sent too late.
+    late_deposit_watch: timedelta = timedelta(hours=72)
 
     @property
     def pendulum_funding_address(self) -> str:
@@ -425,6 +427,41 @@ class AwaitUserDeposit:
         return Wait(self._chains.poll, "AWAITING_USER_DEPOSIT")
 
 
+LATE_DEPOSIT_MAX_INTERVAL = timedelta(hours=1)
+
+
+class WatchLateDeposit:
+    """After a SELL ramp timed out (in awaitUserDeposit, or unstarted past its start deadline):
+    watch its Pendulum ephemeral for the input token for `late_deposit_watch`. Money that
+    arrives now is on an account whose key only the user's browser holds, and no phase will
+    move it: the watch reports it (LATE_DEPOSIT, on the ramp and in the worker's metrics) for a
+    person to settle with the user, and stops. The ramp stays TIMED_OUT.
+
+    Checked often at first, when a late transfer is likeliest, then less and less: every quarter
+    of the time watched so far (at least the chain poll, at most hourly): about a hundred
+    balance reads per ramp over the default three days, against 130,000 at the chain poll."""
+
+    def __init__(self, chains: Chains) -> None:
+        self._chains = chains
+
+    async def run(self, ctx: PhaseContext) -> Outcome:
+        quote = ctx.ramp.quote
+        token = TOKEN_FOR[quote.input_currency]
+        address = _ephemeral(ctx, Network.PENDULUM)
+        held = await self._chains.pendulum.balance(address, token)
+        if held > 0:
+            return Review(
+                "LATE_DEPOSIT",
+                f"{held} {token} arrived on {address} after the ramp timed out",
+            )
+        watched = ctx.now - ctx.phase_started_at  # since the ramp timed out
+        left = self._chains.late_deposit_watch - watched
+        if left <= timedelta(0):
+            return Advance()
+        interval = min(max(watched / 4, self._chains.poll), LATE_DEPOSIT_MAX_INTERVAL)
+        return Wait(min(interval, left), "WATCHING_LATE_DEPOSIT")
+
+
 class FundEphemeral:
     """Give the ephemerals what their presigned transactions need: PEN for fees on Pendulum
     and, for SELL, the Stellar account (created by the funding account, then set up by the
@@ -576,4 +613,5 @@ def build_phase_handlers(chains: Chains) -> dict[str, PhaseHandler]:
         "pendulumToAssethub": SubmitPresignedPendulum(chains),
         "stellarCleanup": StellarCleanup(chains),
         "pendulumCleanup": SubmitPresignedPendulum(chains),
+        WATCH_LATE_DEPOSIT: WatchLateDeposit(chains),
     }

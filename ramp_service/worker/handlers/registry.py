@@ -31,4 +31,5 @@ def build_chains(settings: WorkerSettings, engine: AsyncEngine) -> Chains:
         ephemeral_pen=Decimal(settings.ephemeral_fee_pen),
         poll=timedelta(milliseconds=settings.worker_chain_poll_ms),
         swap_soft_margin=Decimal(settings.swap_soft_margin),
+        late_deposit_watch=timedelta(seconds=settings.late_deposit_watch_s),
     )

@@ -22,7 +22,7 @@ from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.grpc_server import RunningServer
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.quotes import sell_request
-from tests.support.ramps import sell_record
+from tests.support.ramps import buy_record, sell_record
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -77,8 +77,9 @@ def insert_ramp(
     quote_id: uuid.UUID | None,
     status: str,
     start_deadline: datetime,
+    buy: bool = False,
 ) -> uuid.UUID:
-    """A ramp row (through the ramp repository), optionally holding `quote_id`."""
+    """A SELL (or BUY) ramp row (through the ramp repository), optionally holding `quote_id`."""
     import dataclasses
 
     from ramp_service.db.repository import RampRepository
@@ -87,7 +88,7 @@ def insert_ramp(
     from service_kit.db import create_engine as create_async
     from service_kit.db import session_factory
 
-    record = sell_record(NOW)
+    record = buy_record(NOW, f"5{uuid.uuid4().hex}", {}) if buy else sell_record(NOW)
     record = dataclasses.replace(
         record,
         status=RampStatus(status),
@@ -132,6 +133,9 @@ def test_each_task_with_exact_counts_across_batches(
         insert_ramp(database_url, aio_loop, None, "REGISTERED", NOW - timedelta(seconds=1))
         for _ in range(3)
     ]
+    late_buy = insert_ramp(
+        database_url, aio_loop, None, "REGISTERED", NOW - timedelta(seconds=1), buy=True
+    )
     insert_ramp(database_url, aio_loop, None, "REGISTERED", NOW + timedelta(minutes=5))
     insert_ramp(database_url, aio_loop, None, "RUNNING", NOW - timedelta(hours=1))
 
@@ -143,7 +147,7 @@ def test_each_task_with_exact_counts_across_batches(
         "quotes_deleted": 1200,
         "quotes_kept_referenced": 1,
         "idempotency_keys_deleted": 1500,
-        "ramps_timed_out": 3,
+        "ramps_timed_out": 4,
     }
     assert summary.batches >= 3 + 2 + 2 + 1 + 4  # more rows than a batch: several per task
     assert count(pg, "SELECT count(*) FROM quote.quote_tickets WHERE status = 'PENDING'") == 7
@@ -153,11 +157,16 @@ def test_each_task_with_exact_counts_across_batches(
     )
     assert count(pg, "SELECT count(*) FROM quote.quote_tickets WHERE status = 'CONSUMED'") == 5
     assert count(pg, "SELECT count(*) FROM ramp.idempotency_keys") == 1
-    for ramp_id in late:
+    for ramp_id in [*late, late_buy]:
         row = pg.execute(
-            "SELECT status, current_phase FROM ramp.ramps WHERE id = %s", [ramp_id]
+            "SELECT status, current_phase, cleanup_phase, next_attempt_at, phase_started_at"
+            " FROM ramp.ramps WHERE id = %s",
+            [ramp_id],
         ).fetchone()
-        assert row == ("TIMED_OUT", "timedOut")
+        # A SELL's deposit address stays watched (the user may have sent before starting): the
+        # worker's follow-up is set, due now; a BUY has no address the user pays into.
+        watch = None if ramp_id == late_buy else "watchLateDeposit"
+        assert row == ("TIMED_OUT", "timedOut", watch, NOW, NOW)
         event = pg.execute(
             "SELECT to_phase, actor FROM ramp.phase_events WHERE ramp_id = %s"
             " ORDER BY id DESC LIMIT 1",

@@ -26,24 +26,26 @@ from devnet.pix.app import create_app as create_pix
 from devnet.substrate.app import CHAIN_KEY, SubstrateConfig
 from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
-from ramp_service.adapters.registration import ChainRegistration
+from ramp_service.adapters.registration import TOKEN_FOR, ChainRegistration
 from ramp_service.admin import RampAdmin
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain, SubmitResult
 from ramp_service.db.models import OperationRow, RampRow
-from ramp_service.domain.flows import Network
+from ramp_service.domain.flows import WATCH_LATE_DEPOSIT, Network
 from ramp_service.domain.outcomes import Advance, Outcome, RetryPolicy, Wait
-from ramp_service.domain.ramp import IssuedTx, SigningAccount, StoredTx
+from ramp_service.domain.ramp import IssuedTx, RampRecord, SigningAccount, StoredTx
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.handlers.phases import (
+    AwaitUserDeposit,
     BrlaTeleport,
     Chains,
     FundEphemeral,
     FundingLock,
     StellarCleanup,
     SubmitPresignedPendulum,
+    WatchLateDeposit,
     create_stellar_ephemeral,
 )
 from ramp_service.worker.loader import RecordLoader
@@ -115,6 +117,7 @@ def processor(
     clock: FakeClock,
     handlers: dict[str, PhaseHandler],
     policies: dict[str, RetryPolicy] | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> PhaseProcessor:
     queue = WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock)
     return PhaseProcessor(
@@ -122,7 +125,7 @@ def processor(
         RecordLoader(direct),
         handlers,
         ProcessorConfig(default_policy=RetryPolicy(), policies=policies or {}),
-        WorkerMetrics(),
+        metrics or WorkerMetrics(),
     )
 
 
@@ -713,3 +716,105 @@ def test_an_operators_cancel_withdraws_the_pix_charge_or_is_refused_once_paid(
         return
     assert aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked")).status.value == "CANCELLED"
     assert aio_loop.run(chains.pix.deposit(deposit.id)).status == "CANCELLED"
+
+
+def sell_of(eph: Keypair, clock: FakeClock) -> RampRecord:
+    """A SELL ramp whose Pendulum ephemeral (its deposit address) is `eph`."""
+    record = sell_record(clock.now)
+    stellar = next(a for a in record.accounts if a.network is Network.STELLAR)
+    return replace(record, accounts=(stellar, SigningAccount(Network.PENDULUM, eph.ss58_address)))
+
+
+def where(
+    sessions: async_sessionmaker[AsyncSession], aio_loop: LoopThread, ramp_id: uuid.UUID
+) -> tuple[str, str, str | None]:
+    """The ramp's status, phase and pending follow-up phase."""
+    found = row(sessions, aio_loop, ramp_id)
+    return found.status, found.current_phase, found.cleanup_phase
+
+
+def test_a_deposit_arriving_after_the_time_out_is_reported_and_the_ramp_stays_timed_out(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Nothing arrives within the deposit timeout: the ramp times out and its deposit address
+    stays watched. The user's transfer lands an hour later, on an account only the user's key
+    can move: the watch reports it once (LATE_DEPOSIT, and the metric to alert on), stops,
+    and the ramp stays TIMED_OUT."""
+    eph = ephemeral(node, pen="0")
+    ramp_id = aio_loop.run(insert_at(sessions, sell_of(eph, clock), "awaitUserDeposit", clock.now))
+    metrics = WorkerMetrics()
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {
+            "awaitUserDeposit": AwaitUserDeposit(chains),
+            WATCH_LATE_DEPOSIT: WatchLateDeposit(chains),
+        },
+        policies={"awaitUserDeposit": RetryPolicy(time_budget=timedelta(minutes=10))},
+        metrics=metrics,
+    )
+    aio_loop.run(proc.run_once())
+    assert row(sessions, aio_loop, ramp_id).status == "RUNNING"  # waiting for the deposit
+    clock.advance(minutes=11)
+    aio_loop.run(proc.run_once())
+    assert where(sessions, aio_loop, ramp_id) == ("TIMED_OUT", "timedOut", WATCH_LATE_DEPOSIT)
+    token = TOKEN_FOR["USDC"]
+    node.rpc("dev_mint", eph.ss58_address, token, "100")
+    eventually(
+        lambda: aio_loop.run(chains.pendulum.balance(eph.ss58_address, token)) > 0, "the mint"
+    )
+    clock.advance(hours=1)
+    aio_loop.run(proc.run_once())
+    assert where(sessions, aio_loop, ramp_id) == ("TIMED_OUT", "timedOut", None)
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["TIMED_OUT", "LATE_DEPOSIT"]
+    late = metrics.registry.get_sample_value(
+        "ramp_reviews_after_timeout_total", {"reason": "LATE_DEPOSIT"}
+    )
+    assert late == 1
+    clock.advance(days=1)
+    aio_loop.run(proc.run_once())  # reported once: the watch is over
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["TIMED_OUT", "LATE_DEPOSIT"]
+
+
+def test_the_late_deposit_watch_reads_less_and_less_often_and_ends_on_time(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """With nothing ever arriving, a six-hour watch reads the balance a few dozen times, not
+    every poll interval (21600 reads), and ends within its window with nothing recorded."""
+    chains.late_deposit_watch = timedelta(hours=6)
+    eph = ephemeral(node, pen="0")
+    started = clock.now
+    ramp_id = aio_loop.run(
+        insert_at(
+            sessions, sell_of(eph, clock), "timedOut", clock.now, "TIMED_OUT", WATCH_LATE_DEPOSIT
+        )
+    )
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {WATCH_LATE_DEPOSIT: WatchLateDeposit(chains)},
+        policies={WATCH_LATE_DEPOSIT: RetryPolicy.for_watch(chains.late_deposit_watch)},
+    )
+    reads = 0
+    while (current := row(sessions, aio_loop, ramp_id)).cleanup_phase is not None:
+        assert reads < 80, "the watch never ended"
+        assert current.next_attempt_at is not None
+        clock.now = max(clock.now, current.next_attempt_at)
+        aio_loop.run(proc.run_once())
+        reads += 1
+    assert 20 <= reads <= 60, reads
+    assert timedelta(hours=6) <= clock.now - started <= timedelta(hours=6, minutes=1)
+    assert (current.status, current.current_phase) == ("TIMED_OUT", "timedOut")
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == []

@@ -155,6 +155,10 @@ def test_waiting_past_the_time_budget_times_out_where_the_flow_allows_it(
     aio_loop.run(proc.run_once())
     row = aio_loop.run(ramp_row(sessions, ramp_id))
     assert (row.status, row.current_phase) == ("TIMED_OUT", "timedOut")
+    # Its follow-up (the late-deposit watch) has no handler in this processor: abandoned and
+    # recorded, and the ramp's outcome stays what it was (not MANUAL_REVIEW).
+    assert row.cleanup_phase is None
+    assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["TIMED_OUT", "CLEANUP_ABANDONED"]
 
 
 def test_waiting_with_the_users_money_never_times_out(

@@ -1,0 +1,42 @@
+"""Timed-out ramps with a follow-up phase are claimable.
+
+A SELL ramp that timed out keeps its deposit address watched for money sent too late (the
+`watchLateDeposit` follow-up, held in `cleanup_phase` as post-complete cleanup is). The claim's
+partial index must cover those rows: its predicate now takes `TIMED_OUT` beside `COMPLETE`.
+Built concurrently, so the processor keeps claiming while it builds; each step is re-runnable.
+
+Revision ID: 0005_follow_ups_after_timeout
+Revises: 0004_idempotency_claims
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0005_follow_ups_after_timeout"
+down_revision: str | None = "0004_idempotency_claims"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+S = "ramp"
+NEW = "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT') AND cleanup_phase IS NOT NULL)"
+OLD = "status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL)"
+
+
+def _swap(predicate: str) -> None:
+    with op.get_context().autocommit_block():
+        op.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ramps_due_next "
+            f"ON {S}.ramps (next_attempt_at) WHERE {predicate}"
+        )
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {S}.ix_ramps_due")
+        op.execute(f"ALTER INDEX {S}.ix_ramps_due_next RENAME TO ix_ramps_due")
+
+
+def upgrade() -> None:
+    _swap(NEW)
+
+
+def downgrade() -> None:
+    _swap(OLD)
