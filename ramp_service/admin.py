@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.db.repository import RampRepository
 from ramp_service.domain.errors import RampNotFound, invalid
+from ramp_service.domain.flows import FIRST_AFTER_ABORT
 from ramp_service.domain.ramp import RampRecord, RampStatus, parse_ramp_id
 from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock
@@ -92,11 +93,11 @@ class RampAdmin:
                 )
             now = self._clock()
             _take_over(row, now)
-            row.status, row.status_reason, row.next_attempt_at = (
-                "CANCELLED",
-                f"cancelled by {actor}",
-                None,
-            )
+            row.status, row.status_reason = "CANCELLED", f"cancelled by {actor}"
+            # The user may send the deposit anyway: the flow's watch runs from now, if it has one.
+            row.cleanup_phase = FIRST_AFTER_ABORT.get(row.flow_version)
+            row.next_attempt_at = now if row.cleanup_phase else None
+            row.phase_started_at, row.attempts = now, 0
             await repo.append_event(
                 rid, row.current_phase, row.current_phase, row.status, actor, now, f"cancel: {note}"
             )

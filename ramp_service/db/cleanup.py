@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
-from ramp_service.domain.flows import FIRST_AFTER_TIMEOUT
+from ramp_service.domain.flows import FIRST_AFTER_ABORT
 
 DELETE_KEYS = text(
     """
@@ -55,5 +55,5 @@ def delete_idempotency_keys(conn: Connection, cutoff: datetime, batch: int) -> i
 
 def time_out_unstarted(conn: Connection, now: datetime, batch: int) -> int:
     """Time out up to `batch` registered ramps whose start deadline passed."""
-    params = {"now": now, "batch": batch, "watch": json.dumps(FIRST_AFTER_TIMEOUT)}
+    params = {"now": now, "batch": batch, "watch": json.dumps(FIRST_AFTER_ABORT)}
     return conn.execute(TIME_OUT_UNSTARTED, params).rowcount

@@ -47,12 +47,12 @@ class RampRow(Base):
             "ix_ramps_wallet_created", "wallet_address", text("created_at DESC"), text("id DESC")
         ),
         # The phase processor's claim: due ramps that still have work (running, or ended
-        # with a follow-up phase left: cleanup after complete, a watch after a time-out).
+        # with a follow-up phase left: cleanup after complete, a watch after an abort).
         Index(
             "ix_ramps_due",
             "next_attempt_at",
             postgresql_where=text(
-                "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT')"
+                "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT', 'FAILED', 'CANCELLED')"
                 " AND cleanup_phase IS NOT NULL)"
             ),
         ),

@@ -24,6 +24,9 @@ FAILED = "failed"
 TIMED_OUT = "timedOut"
 TERMINAL_PHASES = frozenset({COMPLETE, FAILED, TIMED_OUT})
 WATCH_LATE_DEPOSIT = "watchLateDeposit"
+# Statuses of a ramp that ended before it took the user's money: a SELL never gets past
+# awaitUserDeposit without the deposit, and a BUY's failures after the PIX payment go to review.
+ABORTED_STATUSES = frozenset({"TIMED_OUT", "FAILED", "CANCELLED"})
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,16 @@ class Flow:
     version: str
     phases: tuple[PhaseSpec, ...]
     cleanup: tuple[PhaseSpec, ...]
-    # Run once the ramp timed out (status TIMED_OUT stays): e.g. watching the deposit address
-    # for money the user sent too late. Like cleanup, they never change the ramp's outcome.
-    after_timeout: tuple[PhaseSpec, ...] = ()
+    # Run once the ramp ended before it took the user's money (timed out, failed or cancelled;
+    # the status stays): e.g. watching the deposit address for money the user sent anyway.
+    # Like cleanup, they never change how the ramp ended.
+    after_abort: tuple[PhaseSpec, ...] = ()
 
     def follow_ups(self, status: str) -> tuple[PhaseSpec, ...]:
-        """The follow-up phases of a ramp ended with `status` (COMPLETE or TIMED_OUT)."""
-        return {"COMPLETE": self.cleanup, "TIMED_OUT": self.after_timeout}.get(status, ())
+        """The follow-up phases of a ramp that ended with `status`."""
+        if status == "COMPLETE":
+            return self.cleanup
+        return self.after_abort if status in ABORTED_STATUSES else ()
 
     def names(self) -> list[str]:
         """Phase names in order, from `initial` to `complete`."""
@@ -66,7 +72,7 @@ class Flow:
 
     def spec(self, name: str) -> PhaseSpec:
         """The spec of phase `name` (main, cleanup or after-timeout)."""
-        for phase in (*self.phases, *self.cleanup, *self.after_timeout):
+        for phase in (*self.phases, *self.cleanup, *self.after_abort):
             if phase.name == name:
                 return phase
         raise KeyError(name)
@@ -122,9 +128,10 @@ SELL_V1 = Flow(
         PhaseSpec("stellarCleanup", presigned_on=Network.STELLAR),
         PhaseSpec("pendulumCleanup", presigned_on=Network.PENDULUM),
     ),
-    # A deposit that arrives after the ramp timed out (or after an unstarted ramp's start
-    # deadline) is nobody's to move: it is found and reported for a person to settle.
-    after_timeout=(PhaseSpec(WATCH_LATE_DEPOSIT),),
+    # A deposit that arrives after the ramp ended without it (timed out, unstarted past its
+    # deadline, failed or cancelled before the deposit) is nobody's to move: it is found and
+    # reported for a person to settle.
+    after_abort=(PhaseSpec(WATCH_LATE_DEPOSIT),),
 )
 
 BUY_V1 = Flow(
@@ -143,10 +150,10 @@ BUY_V1 = Flow(
 )
 
 FLOWS: dict[str, Flow] = {flow.version: flow for flow in (SELL_V1, BUY_V1)}
-# The first after-timeout phase of each flow version that has one (the cleanup job sets it on
-# the unstarted ramps it times out).
-FIRST_AFTER_TIMEOUT: dict[str, str] = {
-    flow.version: flow.after_timeout[0].name for flow in FLOWS.values() if flow.after_timeout
+# The first after-abort phase of each flow version that has one (set by whatever ends a ramp
+# without its money: the processor, the cleanup job, an operator's cancel).
+FIRST_AFTER_ABORT: dict[str, str] = {
+    flow.version: flow.after_abort[0].name for flow in FLOWS.values() if flow.after_abort
 }
 CURRENT_FLOW: dict[str, Flow] = {"SELL": SELL_V1, "BUY": BUY_V1}
 

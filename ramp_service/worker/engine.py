@@ -290,16 +290,19 @@ class PhaseProcessor:
                     claim, flow, phase, Review(outcome.reason, outcome.message)
                 )
             flow.check_transition(phase, FAILED)
+            # Ended before the user's money came: it may still come (its follow-up watches).
+            watch = flow.after_abort[0].name if flow.after_abort else None
             await self._queue.move(
                 claim,
                 to_phase=FAILED,
                 status="FAILED",
                 reason=outcome.reason,
                 error=ErrorEntry(phase, outcome.reason, outcome.message, False),
+                first_cleanup=watch,
             )
-            return False
+            return watch is not None
         flow.check_transition(phase, TIMED_OUT)
-        watch = flow.after_timeout[0].name if flow.after_timeout else None
+        watch = flow.after_abort[0].name if flow.after_abort else None
         await self._queue.move(
             claim,
             to_phase=TIMED_OUT,
@@ -325,8 +328,9 @@ class PhaseProcessor:
 
     async def _apply_cleanup(self, claim: Claim, flow: Flow, phase: str, outcome: Outcome) -> bool:
         """Follow-up phases never change how a ramp ended: cleanup never blocks `complete`
-        (exhausted or failed cleanup is recorded and skipped), and a watch after `timedOut`
-        that finds what a person must settle records it under its own reason and stops."""
+        (exhausted or failed cleanup is recorded and skipped), and a watch after the ramp ended
+        without the user's money that finds what a person must settle records it under its own
+        reason and stops."""
         names = [p.name for p in flow.follow_ups(claim.status)]
         following = names[names.index(phase) + 1] if names.index(phase) + 1 < len(names) else None
         now = self._queue.clock()
@@ -348,12 +352,12 @@ class PhaseProcessor:
                 await self._queue.reschedule(claim, delay, error)
                 return False
             message = f"cleanup abandoned: {why}"
-        elif isinstance(outcome, Review) and claim.status == "TIMED_OUT":
+        elif isinstance(outcome, Review) and claim.status != "COMPLETE":
             log.error(
-                "timed-out ramp needs a person",
+                "aborted ramp needs a person",
                 extra={"ramp_id": str(claim.ramp_id), "phase": phase, "why": outcome.reason},
             )
-            self._metrics.reviews_after_timeout.labels(reason=outcome.reason).inc()
+            self._metrics.reviews_after_abort.labels(reason=outcome.reason).inc()
             error = ErrorEntry(phase, outcome.reason, outcome.message, False)
             await self._queue.step_cleanup(claim, following, error, note="needs review")
             return following is not None

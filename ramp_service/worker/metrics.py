@@ -28,10 +28,11 @@ class WorkerMetrics:
             "Runs stopped because another worker took the lease.",
             registry=self.registry,
         )
-        self.reviews_after_timeout = Counter(
-            "ramp_reviews_after_timeout_total",
-            "Timed-out ramps a watch found a person must settle (LATE_DEPOSIT: money arrived"
-            " after the ramp timed out), by reason. Alert on any increase.",
+        self.reviews_after_abort = Counter(
+            "ramp_reviews_after_abort_total",
+            "Ramps ended without the user's money (timed out, failed, cancelled) on which a watch"
+            " found what a person must settle (LATE_DEPOSIT: money sent anyway), by reason."
+            " Alert on any increase.",
             ["reason"],
             registry=self.registry,
         )

@@ -24,8 +24,8 @@ from service_kit.db import DirectPool
 CLAIM_SQL = """
     WITH due AS (
         SELECT id FROM ramp.ramps
-        WHERE (status = 'RUNNING'
-               OR (status IN ('COMPLETE', 'TIMED_OUT') AND cleanup_phase IS NOT NULL))
+        WHERE (status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT', 'FAILED', 'CANCELLED')
+                                      AND cleanup_phase IS NOT NULL))
           AND next_attempt_at <= %(now)s
           AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
         ORDER BY next_attempt_at
@@ -104,7 +104,7 @@ class Claim:
     @property
     def active_phase(self) -> str:
         """The phase to run: the main phase, or the pending follow-up phase once the ramp ended
-        (cleanup after `complete`, a watch after `timedOut`)."""
+        (cleanup after `complete`, a watch after it ended without the user's money)."""
         if self.status in FOLLOW_UP_STATUSES and self.cleanup_phase is not None:
             return self.cleanup_phase
         return self.phase
@@ -115,7 +115,8 @@ class Claim:
         return self.status in FOLLOW_UP_STATUSES and self.cleanup_phase is not None
 
 
-FOLLOW_UP_STATUSES = frozenset({"COMPLETE", "TIMED_OUT"})  # as CLAIM_SQL and ix_ramps_due say
+# As CLAIM_SQL and ix_ramps_due say: COMPLETE and flows.ABORTED_STATUSES.
+FOLLOW_UP_STATUSES = frozenset({"COMPLETE", "TIMED_OUT", "FAILED", "CANCELLED"})
 REASON_MAX = 64  # ramp.errors.reason is varchar(64)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ramp_service.domain.flows import (
     BUY_V1,
-    FIRST_AFTER_TIMEOUT,
+    FIRST_AFTER_ABORT,
     FLOWS,
     SELL_V1,
     IllegalTransition,
@@ -58,12 +58,15 @@ def test_flows_follow_the_architecture() -> None:
 def test_follow_up_phases_by_how_the_ramp_ended() -> None:
     assert [p.name for p in SELL_V1.follow_ups("COMPLETE")] == ["stellarCleanup", "pendulumCleanup"]
     assert [p.name for p in BUY_V1.follow_ups("COMPLETE")] == ["pendulumCleanup"]
-    # A SELL's deposit address is watched after a time-out; a BUY's PIX charge is unpayable once
-    # the partner says EXPIRED/CANCELLED, which is what times it out.
-    assert [p.name for p in SELL_V1.follow_ups("TIMED_OUT")] == ["watchLateDeposit"]
-    assert BUY_V1.follow_ups("TIMED_OUT") == ()
-    assert SELL_V1.follow_ups("FAILED") == SELL_V1.follow_ups("MANUAL_REVIEW") == ()
-    assert FIRST_AFTER_TIMEOUT == {"sell-v1": "watchLateDeposit"}
+    # A SELL that ended before its deposit keeps its deposit address watched; a BUY has none (a
+    # PIX charge is unpayable once the partner says EXPIRED/CANCELLED, or an operator withdrew
+    # it, and its failures after the payment go to review, not `failed`).
+    for status in ("TIMED_OUT", "FAILED", "CANCELLED"):
+        assert [p.name for p in SELL_V1.follow_ups(status)] == ["watchLateDeposit"]
+        assert BUY_V1.follow_ups(status) == ()
+    for status in ("REGISTERED", "RUNNING", "MANUAL_REVIEW"):
+        assert SELL_V1.follow_ups(status) == ()
+    assert FIRST_AFTER_ABORT == {"sell-v1": "watchLateDeposit"}
     assert SELL_V1.spec("watchLateDeposit").presigned_on is None
 
 

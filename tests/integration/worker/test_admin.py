@@ -92,8 +92,18 @@ def test_cancel_only_before_funds_move(
     admin = operator_admin(sessions, clock)
     waiting = aio_loop.run(insert_running(sessions, clock.now))
     set_state(sessions, aio_loop, waiting, current_phase="awaitUserDeposit")
+    clock.advance(minutes=3)
     cancelled = aio_loop.run(admin.cancel(str(waiting), "bob", "user asked"))
     assert cancelled.status.value == "CANCELLED"
+
+    async def follow_up() -> tuple[object, ...]:
+        async with sessions.begin() as session:
+            row = await session.get(RampRow, waiting)
+            assert row is not None
+            return row.cleanup_phase, row.next_attempt_at, row.phase_started_at
+
+    # The user may send the deposit anyway: the SELL's deposit address is watched from now.
+    assert aio_loop.run(follow_up()) == ("watchLateDeposit", clock.now, clock.now)
     swapping = aio_loop.run(insert_running(sessions, clock.now))
     set_state(sessions, aio_loop, swapping, current_phase="nablaSwap")
     with pytest.raises(PreconditionFailed) as exc:

@@ -774,7 +774,7 @@ def test_a_deposit_arriving_after_the_time_out_is_reported_and_the_ramp_stays_ti
     assert where(sessions, aio_loop, ramp_id) == ("TIMED_OUT", "timedOut", None)
     assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["TIMED_OUT", "LATE_DEPOSIT"]
     late = metrics.registry.get_sample_value(
-        "ramp_reviews_after_timeout_total", {"reason": "LATE_DEPOSIT"}
+        "ramp_reviews_after_abort_total", {"reason": "LATE_DEPOSIT"}
     )
     assert late == 1
     clock.advance(days=1)

@@ -1,11 +1,12 @@
-"""Timed-out ramps with a follow-up phase are claimable.
+"""Ramps that ended without the user's money, with a follow-up phase, are claimable.
 
-A SELL ramp that timed out keeps its deposit address watched for money sent too late (the
-`watchLateDeposit` follow-up, held in `cleanup_phase` as post-complete cleanup is). The claim's
-partial index must cover those rows: its predicate now takes `TIMED_OUT` beside `COMPLETE`.
+A SELL ramp that timed out, failed or was cancelled before its deposit keeps its deposit address
+watched for money sent anyway (the `watchLateDeposit` follow-up, held in `cleanup_phase` as
+post-complete cleanup is). The claim's partial index must cover those rows: its predicate now
+takes `TIMED_OUT`, `FAILED` and `CANCELLED` beside `COMPLETE`.
 Built concurrently, so the processor keeps claiming while it builds; each step is re-runnable.
 
-Revision ID: 0005_follow_ups_after_timeout
+Revision ID: 0005_follow_ups_after_abort
 Revises: 0004_idempotency_claims
 Create Date: 2026-12-01
 """
@@ -14,13 +15,16 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0005_follow_ups_after_timeout"
+revision: str = "0005_follow_ups_after_abort"
 down_revision: str | None = "0004_idempotency_claims"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 S = "ramp"
-NEW = "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT') AND cleanup_phase IS NOT NULL)"
+NEW = (
+    "status = 'RUNNING' OR (status IN ('COMPLETE', 'TIMED_OUT', 'FAILED', 'CANCELLED')"
+    " AND cleanup_phase IS NOT NULL)"
+)
 OLD = "status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL)"
 
 
