@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ramp_service.db.repository import (
     RampRepository,
     fetch_record,
+    fetch_version,
+    fetch_versioned_record,
     insert_ramp,
     register_conflicts,
     start_ramp,
@@ -306,6 +308,25 @@ class RampService:
         if record is None:
             raise RampNotFound(ramp_id)
         return record
+
+    async def version(self, ramp_id: str) -> str:
+        """A value that changes whenever anything `get` shows of the ramp changes: one cheap
+        read, for polls that already hold the ramp as it was."""
+        rid = parse_ramp_id(ramp_id, "id")
+        async with self._direct.connection() as conn:
+            version = await fetch_version(conn, rid)
+        if version is None:
+            raise RampNotFound(ramp_id)
+        return version
+
+    async def get_versioned(self, ramp_id: str) -> tuple[RampRecord, str]:
+        """`get`, with the ramp's `version` as of the same read."""
+        rid = parse_ramp_id(ramp_id, "id")
+        async with self._direct.connection() as conn:
+            found = await fetch_versioned_record(conn, rid)
+        if found is None:
+            raise RampNotFound(ramp_id)
+        return found
 
     async def errors(self, ramp_id: str) -> list[RecordedError]:
         """A ramp's errors, newest first."""

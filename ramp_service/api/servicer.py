@@ -5,12 +5,13 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 
 import grpc
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
-from ramp_service.domain.errors import InvalidRampRequest
+from ramp_service.domain.errors import InvalidRampRequest, RampNotFound
 from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
 from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand
@@ -143,12 +144,41 @@ def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+class Rendered:
+    """The Ramp messages this process last rendered, by id, with the version each shows (a
+    bounded LRU). A poll of a ramp that has not changed since answers the same message after one
+    cheap version read, instead of aggregating and rendering the whole ramp again; any change,
+    by any writer, changes the version (see repository.VERSION_EXPR). The messages are shared
+    and never modified after rendering."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[str, ramp_pb2.Ramp]] = OrderedDict()
+        self._capacity = capacity
+        self.hits = self.misses = 0
+
+    def get(self, ramp_id: str) -> tuple[str, ramp_pb2.Ramp] | None:
+        entry = self._entries.get(ramp_id)
+        if entry is not None:
+            self._entries.move_to_end(ramp_id)
+        return entry
+
+    def put(self, ramp_id: str, version: str, message: ramp_pb2.Ramp) -> None:
+        self._entries[ramp_id] = (version, message)
+        self._entries.move_to_end(ramp_id)
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def drop(self, ramp_id: str) -> None:
+        self._entries.pop(ramp_id, None)
+
+
 class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     """Translates RPCs to `RampService` use cases."""
 
     def __init__(self, service: RampService, idempotency: IdempotencyStore) -> None:
         self._service = service
         self._idempotency = idempotency
+        self.rendered = Rendered()
 
     async def RegisterRamp(
         self, request: ramp_pb2.RegisterRampRequest, context: grpc.aio.ServicerContext
@@ -198,7 +228,21 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     async def GetRamp(
         self, request: ramp_pb2.GetRampRequest, context: grpc.aio.ServicerContext
     ) -> ramp_pb2.Ramp:
-        return ramp_to_proto(await self._service.get(request.id))
+        cached = self.rendered.get(request.id)
+        if cached is not None:
+            try:
+                current = await self._service.version(request.id)
+            except RampNotFound:
+                self.rendered.drop(request.id)
+                raise
+            if current == cached[0]:
+                self.rendered.hits += 1
+                return cached[1]
+        self.rendered.misses += 1
+        record, version = await self._service.get_versioned(request.id)
+        message = ramp_to_proto(record)
+        self.rendered.put(request.id, version, message)
+        return message
 
     async def GetRampErrors(
         self, request: ramp_pb2.GetRampErrorsRequest, context: grpc.aio.ServicerContext

@@ -331,10 +331,45 @@ async def start_ramp(
 GET_RECORD_SQL = RECORD_SQL.format(where="r.id = %(id)s", tail="")
 GET_RECORDS_SQL = RECORD_SQL.format(where="r.id = ANY(%(ids)s::uuid[])", tail="")
 
+# A value that changes whenever anything a reader sees of the ramp changes, whichever statement
+# changed it: the ramp row's version (`xmin`, the transaction that wrote the row as it is now:
+# every UPDATE writes a new one), its newest phase event and error (append-only, serial ids), and
+# each transaction row's version. Equal versions mean the same content (a later writer is a later
+# transaction; one that wrote earlier has committed and writes no more), so a poll can answer
+# from what it rendered before after this cheap read, instead of aggregating everything again.
+VERSION_EXPR = """concat_ws(':', r.xmin,
+  (SELECT max(e.id) FROM ramp.phase_events e WHERE e.ramp_id = r.id),
+  (SELECT max(x.id) FROM ramp.errors x WHERE x.ramp_id = r.id),
+  (SELECT string_agg(t.xmin::text, ',' ORDER BY t.phase, t.network)
+     FROM ramp.transactions t WHERE t.ramp_id = r.id))"""
+GET_VERSION_SQL = f"SELECT {VERSION_EXPR} AS version FROM ramp.ramps r WHERE r.id = %(id)s"
+# The record and its version from one snapshot (one statement).
+GET_VERSIONED_RECORD_SQL = GET_RECORD_SQL.replace(
+    "SELECT r.*,", f"SELECT r.*, {VERSION_EXPR} AS version,", 1
+)
+
 
 async def fetch_record(conn: AsyncConnection[Any], ramp_id: uuid.UUID) -> RampRecord | None:
     """Everything a reader sees of one ramp: one prepared statement (every status poll)."""
     return await _fetch_record(conn.cursor(row_factory=dict_row), ramp_id)
+
+
+async def fetch_version(conn: AsyncConnection[Any], ramp_id: uuid.UUID) -> str | None:
+    """The ramp's version (see VERSION_EXPR), or None when there is no such ramp."""
+    cursor = conn.cursor()
+    await cursor.execute(GET_VERSION_SQL, {"id": ramp_id}, prepare=True)
+    row = await cursor.fetchone()
+    return str(row[0]) if row else None
+
+
+async def fetch_versioned_record(
+    conn: AsyncConnection[Any], ramp_id: uuid.UUID
+) -> tuple[RampRecord, str] | None:
+    """The ramp as `fetch_record` reads it, with its version as of the same read."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(GET_VERSIONED_RECORD_SQL, {"id": ramp_id}, prepare=True)
+    row = await cursor.fetchone()
+    return (_record(row), str(row["version"])) if row else None
 
 
 async def fetch_records(
