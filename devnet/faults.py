@@ -33,6 +33,7 @@ class FaultPlan:
     delay_ms: int = 0
     drop_next: int = 0
     paths: list[str] = field(default_factory=list)
+    held: int = 0  # requests waiting out `delay_ms` right now (read-only: tests wait on it)
 
     def matches(self, path: str) -> bool:
         """Whether a request to `path` is subject to the plan."""
@@ -51,7 +52,11 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not plan.matches(request.path):
         return await handler(request)
     if plan.delay_ms:
-        await asyncio.sleep(plan.delay_ms / 1000)
+        plan.held += 1
+        try:
+            await asyncio.sleep(plan.delay_ms / 1000)
+        finally:
+            plan.held -= 1
     if plan.fail_next > 0:
         plan.fail_next -= 1
         return web.json_response(
@@ -78,7 +83,8 @@ async def _set_faults(request: web.Request) -> web.Response:
 async def _clear_faults(request: web.Request) -> web.Response:
     plan = request.app[FAULTS_KEY]
     for name, value in vars(FaultPlan()).items():
-        setattr(plan, name, value)
+        if name != "held":  # a count of requests in flight, not a fault
+            setattr(plan, name, value)
     return web.json_response(vars(plan))
 
 

@@ -21,7 +21,7 @@ from ramp_service.domain.flows import FIRST_AFTER_ABORT
 from ramp_service.domain.ramp import RampRecord, RampStatus, parse_ramp_id
 from ramp_service.ports import RegistrationChains
 from ramp_service.service import Clock
-from service_kit.errors import PreconditionFailed
+from service_kit.errors import Conflict, PreconditionFailed
 
 # Phases in which no funds have moved yet on the system's side.
 CANCELLABLE_PHASES = frozenset({"initial", "awaitUserDeposit", "brlaTeleport"})
@@ -73,12 +73,19 @@ class RampAdmin:
         its PIX charge, which is withdrawn first)."""
         actor = _actor(operator)
         rid = parse_ramp_id(ramp_id)
-        await self._withdraw_payment(ramp_id, rid)
+        withdrawn = await self._withdraw_payment(ramp_id, rid)
         async with self._sessions.begin() as session:
             repo = RampRepository(session)
             row = await repo.lock(rid)
             if row is None:
                 raise RampNotFound(ramp_id)
+            if (row.partner_data or {}).get("pix_deposit_id") not in (None, withdrawn):
+                # A start won between the read above and this lock: it opened a charge (and
+                # showed it to the user) that was not withdrawn. Cancelling now would leave it
+                # payable on a cancelled ramp; the operator's retry withdraws it first.
+                raise Conflict(
+                    "RAMP_CHANGED", f"ramp {ramp_id} was started meanwhile; cancel it again"
+                )
             operations = await session.scalar(
                 select(func.count()).select_from(OperationRow).where(OperationRow.ramp_id == rid)
             )
@@ -105,9 +112,9 @@ class RampAdmin:
         assert record is not None
         return record
 
-    async def _withdraw_payment(self, ramp_id: str, rid: uuid.UUID) -> None:
+    async def _withdraw_payment(self, ramp_id: str, rid: uuid.UUID) -> str | None:
         """Withdraw the ramp's open PIX charge, outside any transaction (a partner call); refuse
-        the cancel when the user has paid it."""
+        the cancel when the user has paid it. The id of the charge withdrawn, if any."""
         async with self._sessions.begin() as session:
             record = await RampRepository(session).get(rid)
         if record is None:
@@ -116,16 +123,23 @@ class RampAdmin:
             record.status.value not in CANCELLABLE_STATUSES
             or record.current_phase not in CANCELLABLE_PHASES
         ):
-            return  # refused below, without asking the partner
+            return None  # refused below, without asking the partner
         if not await self._chains.withdraw_payment(record):
             raise PreconditionFailed(
                 "RAMP_NOT_CANCELLABLE", f"ramp {ramp_id}: the user has paid its PIX charge"
             )
+        return record.partner_data.get("pix_deposit_id")
 
     async def list_for_review(
-        self, status: str, phase: str, updated_before: datetime | None, page_size: int
+        self,
+        status: str,
+        phase: str,
+        updated_before: datetime | None,
+        page_size: int,
+        reason: str = "",
     ) -> list[RampRecord]:
-        """Ramps matching the filters, the longest unchanged first."""
+        """Ramps matching the filters (`reason`: a prefix of the status reason), the longest
+        unchanged first."""
         if status and status not in RampStatus.__members__:
             raise invalid("INVALID_STATUS", "status", "unknown status")
         if page_size < 0 or page_size > 500:
@@ -137,6 +151,8 @@ class RampAdmin:
             query = query.where(RampRow.current_phase == phase)
         if updated_before is not None:
             query = query.where(RampRow.updated_at < updated_before)
+        if reason:
+            query = query.where(RampRow.status_reason.startswith(reason, autoescape=True))
         async with self._sessions.begin() as session:
             repo = RampRepository(session)
             ids = await session.scalars(query.order_by(RampRow.updated_at).limit(page_size or 50))

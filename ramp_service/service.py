@@ -39,7 +39,13 @@ from ramp_service.domain.errors import (
     StartDeadlinePassed,
     invalid,
 )
-from ramp_service.domain.flows import CURRENT_FLOW, INITIAL, TIMED_OUT, Network
+from ramp_service.domain.flows import (
+    CURRENT_FLOW,
+    FOLLOW_UP_PHASES,
+    INITIAL,
+    TIMED_OUT,
+    Network,
+)
 from ramp_service.domain.presigned import check_complete, match_presigned
 from ramp_service.domain.ramp import (
     AdditionalData,
@@ -356,10 +362,13 @@ class RampService:
 
 
 def ended_unrun(record: RampRecord) -> bool:
-    """The ramp ended before it ever ran: cancelled or timed out from `initial`."""
-    return record.status in (RampStatus.TIMED_OUT, RampStatus.CANCELLED) and {
-        h.phase for h in record.history
-    } <= {INITIAL, TIMED_OUT}
+    """The ramp ended before it ever ran: cancelled or timed out from `initial` (the watch that
+    follows, a follow-up phase in its history, does not make it a ramp that ran)."""
+    ran = {h.phase for h in record.history} - FOLLOW_UP_PHASES
+    return record.status in (RampStatus.TIMED_OUT, RampStatus.CANCELLED) and ran <= {
+        INITIAL,
+        TIMED_OUT,
+    }
 
 
 def encode_page_token(created_at: datetime, ramp_id: uuid.UUID) -> str:

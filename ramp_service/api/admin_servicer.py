@@ -83,6 +83,6 @@ class RampAdminServicer(admin_pb2_grpc.RampAdminServiceServicer):
                     "INVALID_TIMESTAMP", "updated_before", "outside 0001-01-01..9999-12-31"
                 ) from None
         records = await self._admin.list_for_review(
-            request.status, request.phase, before, request.page_size
+            request.status, request.phase, before, request.page_size, request.reason
         )
         return admin_pb2.ListRampsForReviewResponse(ramps=[ramp_to_proto(r) for r in records])

@@ -150,6 +150,11 @@ BUY_V1 = Flow(
 )
 
 FLOWS: dict[str, Flow] = {flow.version: flow for flow in (SELL_V1, BUY_V1)}
+# Every follow-up phase of every flow: they run after a ramp ended and appear in its history,
+# but never say how far the ramp itself got.
+FOLLOW_UP_PHASES = frozenset(
+    p.name for flow in FLOWS.values() for p in (*flow.cleanup, *flow.after_abort)
+)
 # The first after-abort phase of each flow version that has one (set by whatever ends a ramp
 # without its money: the processor, the cleanup job, an operator's cancel).
 FIRST_AFTER_ABORT: dict[str, str] = {

@@ -143,6 +143,7 @@ class PhaseProcessor:
                             f"PROCESSOR_ERROR: {why}; {error.message}",
                             False,
                         )
+                        self._count_unwatched(claim)
                         await self._queue.step_cleanup(claim, None, abandoned)
                     else:
                         await self._manual_review(claim, phase, f"PROCESSOR_ERROR: {why}", error)
@@ -181,6 +182,7 @@ class PhaseProcessor:
         if handler is None and claim.following_up:  # never changes how the ramp ended
             log.error("no handler", extra={"ramp_id": str(claim.ramp_id), "phase": phase})
             missing = ErrorEntry(phase, "CLEANUP_ABANDONED", f"NO_HANDLER: {phase}", False)
+            self._count_unwatched(claim)
             await self._queue.step_cleanup(claim, None, missing)
             return False
         if handler is None:
@@ -359,14 +361,28 @@ class PhaseProcessor:
             )
             self._metrics.reviews_after_abort.labels(reason=outcome.reason).inc()
             error = ErrorEntry(phase, outcome.reason, outcome.message, False)
-            await self._queue.step_cleanup(claim, following, error, note="needs review")
+            # The reason goes on the ramp too: ListRampsForReview finds it (status, reason).
+            await self._queue.step_cleanup(
+                claim,
+                following,
+                error,
+                note="needs review",
+                status_reason=f"{outcome.reason}: {outcome.message}",
+            )
             return following is not None
         else:
             reason, message = (
                 getattr(outcome, "reason", "CLEANUP_FAILED"),
                 f"cleanup failed: {outcome}",
             )
+        self._count_unwatched(claim)
         await self._queue.step_cleanup(
             claim, following, ErrorEntry(phase, "CLEANUP_ABANDONED", f"{reason}: {message}", False)
         )
         return following is not None
+
+    def _count_unwatched(self, claim: Claim) -> None:
+        """A follow-up of a ramp that ended without the user's money (a watch) stops before its
+        time: counted with the findings, as nobody watches that deposit address any more."""
+        if claim.status != "COMPLETE":
+            self._metrics.reviews_after_abort.labels(reason="CLEANUP_ABANDONED").inc()

@@ -249,8 +249,10 @@ class WorkQueue:
         next_cleanup: str | None,
         error: ErrorEntry | None = None,
         note: str | None = None,
+        status_reason: str | None = None,
     ) -> None:
-        """Record a finished (or abandoned) follow-up phase and set the next one, if any."""
+        """Record a finished (or abandoned) follow-up phase and set the next one, if any (and
+        a new status reason, when given)."""
         now = self.clock()
         done = claim.active_phase
         values: dict[str, object] = {
@@ -259,6 +261,8 @@ class WorkQueue:
             "phase_started_at": now,
             "updated_at": now,
         }
+        if status_reason is not None:
+            values["status_reason"] = status_reason
         note = note or ("abandoned" if error else "done")
         await self._write(
             claim, values, done, claim.status, error, "worker", note, check_phase=False

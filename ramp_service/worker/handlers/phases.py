@@ -452,7 +452,7 @@ class WatchLateDeposit:
         if held > 0:
             return Review(
                 "LATE_DEPOSIT",
-                f"{held} {token} arrived on {address} after the ramp timed out",
+                f"{held} {token} on {address} after the ramp ended without its deposit",
             )
         watched = ctx.now - ctx.phase_started_at  # since the ramp timed out
         left = self._chains.late_deposit_watch - watched

@@ -23,6 +23,7 @@ from substrateinterface import Keypair as SubstrateKeypair
 
 from devnet.anchor.app import AnchorConfig
 from devnet.anchor.app import create_app as create_anchor
+from devnet.faults import FAULTS_KEY, FaultPlan
 from devnet.pix.app import DEPOSITS, PixConfig
 from devnet.pix.app import Deposit as PixDeposit
 from devnet.pix.app import create_app as create_pix
@@ -47,6 +48,7 @@ class Stack:
     pix_url: str
     pix_deposits: dict[str, PixDeposit]  # every charge the PIX partner holds, by id
     admin: admin_pb2_grpc.RampAdminServiceStub
+    pix_faults: FaultPlan  # the PIX partner's armed faults, read directly
 
 
 @pytest.fixture
@@ -92,6 +94,7 @@ def stack(
             f"http://127.0.0.1:{pix_port}",
             pix[DEPOSITS],
             admin_pb2_grpc.RampAdminServiceStub(rc),
+            pix[FAULTS_KEY],
         )
     aio_loop.run(ramp.stop(0))
     aio_loop.run(pix_runner.cleanup())
@@ -329,16 +332,20 @@ def test_a_start_losing_to_a_cancel_withdraws_the_charge_it_opened(stack: Stack)
     instead of staying payable for its whole window."""
     ramp, presigned = registered_buy(stack)
     request = ramp_pb2.StartRampRequest(ramp_id=ramp.id, presigned_txs=presigned)
-    slow = {"delay_ms": 1500, "paths": ["/v1/pix/deposits"]}
+    slow = {"delay_ms": 3000, "paths": ["/v1/pix/deposits"]}
     httpx.post(f"{stack.pix_url}/dev/faults", json=slow, timeout=5).raise_for_status()
     with ThreadPoolExecutor(1) as pool:
         starting = pool.submit(stack.ramps.StartRamp, request, timeout=30)
-        time.sleep(0.5)  # the start has asked the partner, who answers in a second
+        deadline = time.monotonic() + 10
+        while stack.pix_faults.held == 0:  # until the start's charge request waits at the partner
+            assert time.monotonic() < deadline, "the start never reached the PIX partner"
+            time.sleep(0.01)
         cancel = admin_pb2.CancelRampRequest(ramp_id=ramp.id, operator="ops", note="user left")
         auth = (("authorization", "Bearer test-admin-token"),)
         cancelled = stack.admin.CancelRamp(cancel, metadata=auth, timeout=30)
         assert cancelled.status == ramp_pb2.Ramp.CANCELLED
         assert stack.pix_deposits == {}  # the start's charge is not made yet
+        httpx.delete(f"{stack.pix_url}/dev/faults", timeout=5).raise_for_status()  # held: waits on
         with pytest.raises(grpc.RpcError) as lost:
             starting.result()
     assert failure(lost.value).reason == "RAMP_NOT_INITIAL"

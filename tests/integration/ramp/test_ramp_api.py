@@ -436,14 +436,31 @@ def test_a_ramp_timed_out_before_its_start_cannot_be_started(
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
         assert time_out_unstarted(conn, clock.now, 100) == 1
+
+    def refused() -> None:
+        for request in (
+            ramp_pb2.StartRampRequest(ramp_id=str(registered.id)),
+            ramp_pb2.StartRampRequest(ramp_id=str(registered.id), presigned_txs=[]),
+        ):
+            with pytest.raises(grpc.RpcError) as exc:
+                ramp_stub.StartRamp(request, timeout=10)
+            assert failure(exc.value).reason == "START_DEADLINE_PASSED"
+
+    refused()
+    # Its deposit address was watched; the watch's end is in its history. Still never ran.
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor,"
+                " note, created_at) VALUES (:id, 'watchLateDeposit', 'watchLateDeposit',"
+                " 'TIMED_OUT', 'worker', 'done', :now)"
+            ),
+            {"id": registered.id, "now": clock.now},
+        )
     engine.dispose()
-    for request in (
-        ramp_pb2.StartRampRequest(ramp_id=str(registered.id)),
-        ramp_pb2.StartRampRequest(ramp_id=str(registered.id), presigned_txs=[]),
-    ):
-        with pytest.raises(grpc.RpcError) as exc:
-            ramp_stub.StartRamp(request, timeout=10)
-        assert failure(exc.value).reason == "START_DEADLINE_PASSED"
+    shown = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(registered.id)), timeout=5)
+    assert "watchLateDeposit" in [p.phase for p in shown.phase_history]
+    refused()
 
 
 def test_the_payout_is_fixed_at_register(ramp_stub: Stub, registered: RampRecord) -> None:

@@ -133,5 +133,11 @@ def test_list_for_review_filters_and_orders_by_age(
         admin.list_for_review("MANUAL_REVIEW", "", clock.now - timedelta(hours=2), 10)
     )
     assert [r.id for r in stale] == [old]
+    set_state(sessions, aio_loop, new, status_reason="LATE_DEPOSIT: 5 USDC on 5Eph")
+    set_state(sessions, aio_loop, old, status_reason="LATE_DEPOSIT_X%: not a prefix match")
+    by_reason = aio_loop.run(admin.list_for_review("", "", None, 10, "LATE_DEPOSIT:"))
+    assert [r.id for r in by_reason] == [new]
+    wildcard = aio_loop.run(admin.list_for_review("", "", None, 10, "LATE_DEPOSIT_%"))
+    assert wildcard == []  # the prefix is literal: no LIKE wildcards
     with pytest.raises(InvalidInput):
         aio_loop.run(admin.list_for_review("BOGUS", "", None, 10))

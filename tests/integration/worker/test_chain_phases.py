@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from stellar_sdk import Account, Asset, Server, TransactionBuilder
 from stellar_sdk import Keypair as StellarKeypair
@@ -53,7 +53,7 @@ from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, create_engine
-from service_kit.errors import PreconditionFailed
+from service_kit.errors import Conflict, PreconditionFailed
 from tests.integration.devnet.conftest import Node
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.http_apps import serve
@@ -718,6 +718,53 @@ def test_an_operators_cancel_withdraws_the_pix_charge_or_is_refused_once_paid(
     assert aio_loop.run(chains.pix.deposit(deposit.id)).status == "CANCELLED"
 
 
+class StartWinsDuringCancel(ChainRegistration):
+    """The admin's partner work, with a StartRamp that wins the race in the middle of a cancel:
+    after the cancel read the ramp (REGISTERED, no charge) and before it locks the row."""
+
+    def __init__(self, chains: Chains, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(chains.stellar, chains.pendulum, chains.anchor, chains.pix, "", "")
+        self._sessions = sessions
+        self.charge: dict[str, str] | None = None
+
+    async def withdraw_payment(self, record: RampRecord) -> bool:
+        if self.charge is None:  # the start: opens the charge, stores it with RUNNING
+            self.charge = await self.open_payment(record, record.created_at)
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(RampRow)
+                    .where(RampRow.id == record.id)
+                    .values(status="RUNNING", partner_data=self.charge)
+                )
+        return await super().withdraw_payment(record)
+
+
+def test_a_cancel_that_a_start_overtakes_is_refused_then_withdraws_the_charge_on_retry(
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A start wins between the cancel's read (no charge then, so none withdrawn) and its lock.
+    Cancelling anyway would leave the charge the user was just shown payable on a cancelled
+    ramp; the cancel is refused as a lost race, and the operator's retry withdraws it."""
+    eph = Keypair.create_from_uri(f"//Eph{uuid.uuid4().hex}", ss58_format=56)
+    record = buy_record(clock.now, eph.ss58_address, {})
+    record = replace(record, additional_data=replace(record.additional_data, tax_id=CPF))
+    ramp_id = aio_loop.run(insert_at(sessions, record, "initial", clock.now, "REGISTERED"))
+    partner = StartWinsDuringCancel(chains, sessions)
+    admin = RampAdmin(sessions, clock, partner)
+    with pytest.raises(Conflict) as lost:
+        aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked"))
+    assert lost.value.reason == "RAMP_CHANGED"
+    assert partner.charge is not None
+    charge = aio_loop.run(chains.pix.deposit(partner.charge["pix_deposit_id"]))
+    assert (row(sessions, aio_loop, ramp_id).status, charge.status) == ("RUNNING", "PENDING")
+    assert aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked")).status.value == "CANCELLED"
+    assert aio_loop.run(chains.pix.deposit(charge.id)).status == "CANCELLED"
+
+
 def sell_of(eph: Keypair, clock: FakeClock) -> RampRecord:
     """A SELL ramp whose Pendulum ephemeral (its deposit address) is `eph`."""
     record = sell_record(clock.now)
@@ -773,6 +820,13 @@ def test_a_deposit_arriving_after_the_time_out_is_reported_and_the_ramp_stays_ti
     aio_loop.run(proc.run_once())
     assert where(sessions, aio_loop, ramp_id) == ("TIMED_OUT", "timedOut", None)
     assert aio_loop.run(error_reasons(sessions, ramp_id)) == ["TIMED_OUT", "LATE_DEPOSIT"]
+    # Operators find it by its reason (ListRampsForReview with status and reason).
+    admin = RampAdmin(sessions, clock, registration(chains))
+    listed = aio_loop.run(admin.list_for_review("TIMED_OUT", "", None, 10, "LATE_DEPOSIT"))
+    assert [r.id for r in listed] == [ramp_id]
+    assert row(sessions, aio_loop, ramp_id).status_reason.startswith(
+        f"LATE_DEPOSIT: 100.000000 {token}"
+    )
     late = metrics.registry.get_sample_value(
         "ramp_reviews_after_abort_total", {"reason": "LATE_DEPOSIT"}
     )

@@ -4,7 +4,8 @@ A SELL ramp that timed out, failed or was cancelled before its deposit keeps its
 watched for money sent anyway (the `watchLateDeposit` follow-up, held in `cleanup_phase` as
 post-complete cleanup is). The claim's partial index must cover those rows: its predicate now
 takes `TIMED_OUT`, `FAILED` and `CANCELLED` beside `COMPLETE`.
-Built concurrently, so the processor keeps claiming while it builds; each step is re-runnable.
+Built concurrently, so the processor keeps claiming while it builds; a run interrupted at any
+step (an INVALID half-built index included) can simply be run again.
 
 Revision ID: 0005_follow_ups_after_abort
 Revises: 0004_idempotency_claims
@@ -14,6 +15,7 @@ Create Date: 2026-12-01
 from collections.abc import Sequence
 
 from alembic import op
+from sqlalchemy import text
 
 revision: str = "0005_follow_ups_after_abort"
 down_revision: str | None = "0004_idempotency_claims"
@@ -28,12 +30,32 @@ NEW = (
 OLD = "status = 'RUNNING' OR (status = 'COMPLETE' AND cleanup_phase IS NOT NULL)"
 
 
+def _valid(name: str) -> bool | None:
+    """Whether index `name` of schema `ramp` is valid; None when there is none."""
+    found = op.get_bind().execute(
+        text(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = :schema AND c.relname = :name"
+        ),
+        {"schema": S, "name": name},
+    )
+    return found.scalar()
+
+
 def _swap(predicate: str) -> None:
+    """Build the new index beside the old one, then drop the old one and take its name. A build
+    that was interrupted (a concurrent build leaves an INVALID index behind) is dropped and
+    built again; the old index goes only once the new one is valid."""
     with op.get_context().autocommit_block():
+        if _valid("ix_ramps_due_next") is False:
+            op.execute(f"DROP INDEX CONCURRENTLY {S}.ix_ramps_due_next")
         op.execute(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ramps_due_next "
             f"ON {S}.ramps (next_attempt_at) WHERE {predicate}"
         )
+        if not _valid("ix_ramps_due_next"):
+            raise RuntimeError("ix_ramps_due_next is not valid; ix_ramps_due is kept")
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {S}.ix_ramps_due")
         op.execute(f"ALTER INDEX {S}.ix_ramps_due_next RENAME TO ix_ramps_due")
 
