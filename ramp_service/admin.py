@@ -79,13 +79,6 @@ class RampAdmin:
             row = await repo.lock(rid)
             if row is None:
                 raise RampNotFound(ramp_id)
-            if (row.partner_data or {}).get("pix_deposit_id") not in (None, withdrawn):
-                # A start won between the read above and this lock: it opened a charge (and
-                # showed it to the user) that was not withdrawn. Cancelling now would leave it
-                # payable on a cancelled ramp; the operator's retry withdraws it first.
-                raise Conflict(
-                    "RAMP_CHANGED", f"ramp {ramp_id} was started meanwhile; cancel it again"
-                )
             operations = await session.scalar(
                 select(func.count()).select_from(OperationRow).where(OperationRow.ramp_id == rid)
             )
@@ -97,6 +90,13 @@ class RampAdmin:
                 raise PreconditionFailed(
                     "RAMP_NOT_CANCELLABLE",
                     f"ramp {ramp_id} is {row.status} in {row.current_phase}; funds may have moved",
+                )
+            if (row.partner_data or {}).get("pix_deposit_id") not in (None, withdrawn):
+                # A start won between the read above and this lock: it opened a charge (and
+                # showed it to the user) that was not withdrawn. Cancelling now would leave it
+                # payable on a cancelled ramp; the operator's retry withdraws it first.
+                raise Conflict(
+                    "RAMP_CHANGED", f"ramp {ramp_id} was started meanwhile; cancel it again"
                 )
             now = self._clock()
             _take_over(row, now)

@@ -12,7 +12,13 @@ import grpc
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.domain.errors import InvalidRampRequest, RampNotFound
-from ramp_service.domain.ramp import AdditionalData, PresignedTx, RampRecord, RecordedError
+from ramp_service.domain.ramp import (
+    AdditionalData,
+    PresignedTx,
+    RampRecord,
+    RecordedError,
+    parse_ramp_id,
+)
 from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand
 from service_kit.errors import FieldViolation
@@ -151,7 +157,7 @@ class Rendered:
     by any writer, changes the version (see repository.VERSION_EXPR). The messages are shared
     and never modified after rendering."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 2048) -> None:
         self._entries: OrderedDict[str, tuple[str, ramp_pb2.Ramp]] = OrderedDict()
         self._capacity = capacity
         self.hits = self.misses = 0
@@ -228,20 +234,22 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     async def GetRamp(
         self, request: ramp_pb2.GetRampRequest, context: grpc.aio.ServicerContext
     ) -> ramp_pb2.Ramp:
-        cached = self.rendered.get(request.id)
+        # Keyed by the canonical id: another spelling of it (upper case) is the same ramp.
+        key = str(parse_ramp_id(request.id, "id"))
+        cached = self.rendered.get(key)
         if cached is not None:
             try:
-                current = await self._service.version(request.id)
+                current = await self._service.version(key)
             except RampNotFound:
-                self.rendered.drop(request.id)
+                self.rendered.drop(key)
                 raise
             if current == cached[0]:
                 self.rendered.hits += 1
                 return cached[1]
         self.rendered.misses += 1
-        record, version = await self._service.get_versioned(request.id)
+        record, version = await self._service.get_versioned(key)
         message = ramp_to_proto(record)
-        self.rendered.put(request.id, version, message)
+        self.rendered.put(key, version, message)
         return message
 
     async def GetRampErrors(

@@ -337,9 +337,12 @@ GET_RECORDS_SQL = RECORD_SQL.format(where="r.id = ANY(%(ids)s::uuid[])", tail=""
 # each transaction row's version. Equal versions mean the same content (a later writer is a later
 # transaction; one that wrote earlier has committed and writes no more), so a poll can answer
 # from what it rendered before after this cheap read, instead of aggregating everything again.
-VERSION_EXPR = """concat_ws(':', r.xmin,
-  (SELECT max(e.id) FROM ramp.phase_events e WHERE e.ramp_id = r.id),
-  (SELECT max(x.id) FROM ramp.errors x WHERE x.ramp_id = r.id),
+# `updated_at` beside `xmin`: transaction ids are 32 bits and a restored or failed-over database
+# reuses them, a microsecond timestamp with them does not repeat. Fixed slots (concat renders
+# NULL as nothing, in its place, between its own separators).
+VERSION_EXPR = """concat(r.xmin, ':', r.updated_at, ':',
+  (SELECT max(e.id) FROM ramp.phase_events e WHERE e.ramp_id = r.id), ':',
+  (SELECT max(x.id) FROM ramp.errors x WHERE x.ramp_id = r.id), ':',
   (SELECT string_agg(t.xmin::text, ',' ORDER BY t.phase, t.network)
      FROM ramp.transactions t WHERE t.ramp_id = r.id))"""
 GET_VERSION_SQL = f"SELECT {VERSION_EXPR} AS version FROM ramp.ramps r WHERE r.id = %(id)s"
@@ -347,6 +350,7 @@ GET_VERSION_SQL = f"SELECT {VERSION_EXPR} AS version FROM ramp.ramps r WHERE r.i
 GET_VERSIONED_RECORD_SQL = GET_RECORD_SQL.replace(
     "SELECT r.*,", f"SELECT r.*, {VERSION_EXPR} AS version,", 1
 )
+assert GET_VERSIONED_RECORD_SQL != GET_RECORD_SQL, "RECORD_SQL no longer starts as expected"
 
 
 async def fetch_record(conn: AsyncConnection[Any], ramp_id: uuid.UUID) -> RampRecord | None:

@@ -45,6 +45,7 @@ def test_a_poll_of_an_unchanged_ramp_does_not_read_the_ramp_again(
         locker.execute("LOCK TABLE ramp.signing_accounts IN ACCESS EXCLUSIVE MODE")
         for _ in range(3):
             assert get(ramp_stub, registered.id) == first
+        assert get(ramp_stub, str(registered.id).upper()) == first  # one ramp, one entry
         with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as writer:
             writer.execute(
                 "UPDATE ramp.ramps SET current_phase = 'awaitUserDeposit' WHERE id = %s",

@@ -718,6 +718,32 @@ def test_an_operators_cancel_withdraws_the_pix_charge_or_is_refused_once_paid(
     assert aio_loop.run(chains.pix.deposit(deposit.id)).status == "CANCELLED"
 
 
+def test_a_buy_past_its_payment_is_not_cancellable_and_its_charge_is_left_alone(
+    chains: Chains,
+    pix_partner: PixPartner,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A started BUY keeps its charge's id; once it is past the phases where nothing moved,
+    a cancel is refused as such (RAMP_NOT_CANCELLABLE), not as a race to try again."""
+    ramp_id, deposit = buy_in_brla_teleport(chains, sessions, clock, aio_loop)
+    httpx.post(f"{pix_partner.url}/dev/pix/{deposit.id}/pay", timeout=5).raise_for_status()
+
+    async def swapping() -> None:
+        async with sessions.begin() as session:
+            await session.execute(
+                update(RampRow).where(RampRow.id == ramp_id).values(current_phase="nablaSwap")
+            )
+
+    aio_loop.run(swapping())
+    admin = RampAdmin(sessions, clock, registration(chains))
+    with pytest.raises(PreconditionFailed) as refused:
+        aio_loop.run(admin.cancel(str(ramp_id), "bob", "user asked"))
+    assert refused.value.reason == "RAMP_NOT_CANCELLABLE"
+    assert row(sessions, aio_loop, ramp_id).status == "RUNNING"
+
+
 class StartWinsDuringCancel(ChainRegistration):
     """The admin's partner work, with a StartRamp that wins the race in the middle of a cancel:
     after the cancel read the ramp (REGISTERED, no charge) and before it locks the row."""

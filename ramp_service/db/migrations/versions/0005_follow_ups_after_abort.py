@@ -44,14 +44,14 @@ def _valid(name: str) -> bool | None:
 
 
 def _swap(predicate: str) -> None:
-    """Build the new index beside the old one, then drop the old one and take its name. A build
-    that was interrupted (a concurrent build leaves an INVALID index behind) is dropped and
-    built again; the old index goes only once the new one is valid."""
+    """Build the new index beside the old one, then drop the old one and take its name. What an
+    interrupted run left under the new name (an INVALID half-built index, or a valid one built
+    for the other direction) is dropped and built again; the old index goes only once the new
+    one is valid."""
     with op.get_context().autocommit_block():
-        if _valid("ix_ramps_due_next") is False:
-            op.execute(f"DROP INDEX CONCURRENTLY {S}.ix_ramps_due_next")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {S}.ix_ramps_due_next")
         op.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ramps_due_next "
+            f"CREATE INDEX CONCURRENTLY ix_ramps_due_next "
             f"ON {S}.ramps (next_attempt_at) WHERE {predicate}"
         )
         if not _valid("ix_ramps_due_next"):
