@@ -12,11 +12,13 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.repository import (
@@ -67,6 +69,7 @@ from service_kit.errors import FieldViolation, PreconditionFailed
 Clock = Callable[[], datetime]
 USER = "user"
 log = logging.getLogger("ramps")
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -308,28 +311,26 @@ class RampService:
 
     async def get(self, ramp_id: str) -> RampRecord:
         """One ramp, as a reader sees it."""
-        rid = parse_ramp_id(ramp_id, "id")
-        async with self._direct.connection() as conn:
-            record = await fetch_record(conn, rid)
-        if record is None:
-            raise RampNotFound(ramp_id)
-        return record
+        return await self._read(ramp_id, fetch_record)
 
     async def version(self, ramp_id: str) -> str:
         """A value that changes whenever anything `get` shows of the ramp changes: one cheap
         read, for polls that already hold the ramp as it was."""
-        rid = parse_ramp_id(ramp_id, "id")
-        async with self._direct.connection() as conn:
-            version = await fetch_version(conn, rid)
-        if version is None:
-            raise RampNotFound(ramp_id)
-        return version
+        return await self._read(ramp_id, fetch_version)
 
     async def get_versioned(self, ramp_id: str) -> tuple[RampRecord, str]:
         """`get`, with the ramp's `version` as of the same read."""
+        return await self._read(ramp_id, fetch_versioned_record)
+
+    async def _read(
+        self,
+        ramp_id: str,
+        fetch: Callable[[AsyncConnection[Any], uuid.UUID], Awaitable[T | None]],
+    ) -> T:
+        """One single-statement read of the ramp `ramp_id` (RampNotFound when there is none)."""
         rid = parse_ramp_id(ramp_id, "id")
         async with self._direct.connection() as conn:
-            found = await fetch_versioned_record(conn, rid)
+            found = await fetch(conn, rid)
         if found is None:
             raise RampNotFound(ramp_id)
         return found

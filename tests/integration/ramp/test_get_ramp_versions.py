@@ -9,23 +9,11 @@ from collections.abc import Callable
 import grpc
 import psycopg
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
 from ramp_service.domain.ramp import RampRecord
-from tests.support.aio import FakeClock, LoopThread
-from tests.support.ramps import insert_registered, sell_record
 
 Stub = ramp_pb2_grpc.RampServiceStub
-
-
-@pytest.fixture
-def registered(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
-) -> RampRecord:
-    record = sell_record(clock.now)
-    aio_loop.run(insert_registered(sessions, record))
-    return record
 
 
 def get(stub: Stub, ramp_id: object, timeout: float = 5) -> ramp_pb2.Ramp:

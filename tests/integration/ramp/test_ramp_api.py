@@ -33,15 +33,6 @@ from tests.support.ramps import insert_registered, sell_record
 Stub = ramp_pb2_grpc.RampServiceStub
 
 
-@pytest.fixture
-def registered(
-    sessions: async_sessionmaker[AsyncSession], clock: FakeClock, aio_loop: LoopThread
-) -> RampRecord:
-    record = sell_record(clock.now)
-    aio_loop.run(insert_registered(sessions, record))
-    return record
-
-
 def start(stub: Stub, ramp_id: object, key: str | None = None, wallet: str = "") -> ramp_pb2.Ramp:
     metadata = (("idempotency-key", key),) if key else ()
     request = ramp_pb2.StartRampRequest(
