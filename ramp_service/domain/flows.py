@@ -60,6 +60,11 @@ class Flow:
     # Like cleanup, they never change how the ramp ended.
     after_abort: tuple[PhaseSpec, ...] = ()
 
+    @property
+    def first_after_abort(self) -> str | None:
+        """The follow-up phase a ramp ended without the user's money starts with, if any."""
+        return self.after_abort[0].name if self.after_abort else None
+
     def follow_ups(self, status: str) -> tuple[PhaseSpec, ...]:
         """The follow-up phases of a ramp that ended with `status`."""
         if status == "COMPLETE":
@@ -158,7 +163,7 @@ FOLLOW_UP_PHASES = frozenset(
 # The first after-abort phase of each flow version that has one (set by whatever ends a ramp
 # without its money: the processor, the cleanup job, an operator's cancel).
 FIRST_AFTER_ABORT: dict[str, str] = {
-    flow.version: flow.after_abort[0].name for flow in FLOWS.values() if flow.after_abort
+    flow.version: flow.first_after_abort for flow in FLOWS.values() if flow.first_after_abort
 }
 CURRENT_FLOW: dict[str, Flow] = {"SELL": SELL_V1, "BUY": BUY_V1}
 

@@ -137,14 +137,9 @@ class PhaseProcessor:
                 with contextlib.suppress(Exception):  # the move may be what fails: back off
                     if claim.following_up:
                         # The rest of the follow-ups would hit the same bug: stop them here.
-                        abandoned = ErrorEntry(
-                            phase,
-                            "CLEANUP_ABANDONED",
-                            f"PROCESSOR_ERROR: {why}; {error.message}",
-                            False,
+                        await self._abandon_follow_up(
+                            claim, None, f"PROCESSOR_ERROR: {why}; {error.message}"
                         )
-                        self._count_unwatched(claim)
-                        await self._queue.step_cleanup(claim, None, abandoned)
                     else:
                         await self._manual_review(claim, phase, f"PROCESSOR_ERROR: {why}", error)
                     return
@@ -181,9 +176,7 @@ class PhaseProcessor:
         handler = self._handlers.get(phase)
         if handler is None and claim.following_up:  # never changes how the ramp ended
             log.error("no handler", extra={"ramp_id": str(claim.ramp_id), "phase": phase})
-            missing = ErrorEntry(phase, "CLEANUP_ABANDONED", f"NO_HANDLER: {phase}", False)
-            self._count_unwatched(claim)
-            await self._queue.step_cleanup(claim, None, missing)
+            await self._abandon_follow_up(claim, None, f"NO_HANDLER: {phase}")
             return False
         if handler is None:
             await self._queue.move(
@@ -293,7 +286,7 @@ class PhaseProcessor:
                 )
             flow.check_transition(phase, FAILED)
             # Ended before the user's money came: it may still come (its follow-up watches).
-            watch = flow.after_abort[0].name if flow.after_abort else None
+            watch = flow.first_after_abort
             await self._queue.move(
                 claim,
                 to_phase=FAILED,
@@ -304,7 +297,7 @@ class PhaseProcessor:
             )
             return watch is not None
         flow.check_transition(phase, TIMED_OUT)
-        watch = flow.after_abort[0].name if flow.after_abort else None
+        watch = flow.first_after_abort
         await self._queue.move(
             claim,
             to_phase=TIMED_OUT,
@@ -375,14 +368,14 @@ class PhaseProcessor:
                 getattr(outcome, "reason", "CLEANUP_FAILED"),
                 f"cleanup failed: {outcome}",
             )
-        self._count_unwatched(claim)
-        await self._queue.step_cleanup(
-            claim, following, ErrorEntry(phase, "CLEANUP_ABANDONED", f"{reason}: {message}", False)
-        )
+        await self._abandon_follow_up(claim, following, f"{reason}: {message}")
         return following is not None
 
-    def _count_unwatched(self, claim: Claim) -> None:
-        """A follow-up of a ramp that ended without the user's money (a watch) stops before its
-        time: counted with the findings, as nobody watches that deposit address any more."""
+    async def _abandon_follow_up(self, claim: Claim, following: str | None, why: str) -> None:
+        """Record the active follow-up phase as given up (CLEANUP_ABANDONED) and go on to
+        `following`. One of a ramp that ended without the user's money (a watch) is counted
+        with the findings: nobody watches that deposit address any more."""
         if claim.status != "COMPLETE":
             self._metrics.reviews_after_abort.labels(reason="CLEANUP_ABANDONED").inc()
+        error = ErrorEntry(claim.active_phase, "CLEANUP_ABANDONED", why, False)
+        await self._queue.step_cleanup(claim, following, error)
