@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import RampErrorRow, RampRow
+from ramp_service.domain.flows import ABORTED_STATUSES
 from ramp_service.worker.coalesce import Coalescer
 from service_kit.db import DirectPool
 
@@ -115,8 +116,8 @@ class Claim:
         return self.status in FOLLOW_UP_STATUSES and self.cleanup_phase is not None
 
 
-# As CLAIM_SQL and ix_ramps_due say: COMPLETE and flows.ABORTED_STATUSES.
-FOLLOW_UP_STATUSES = frozenset({"COMPLETE", "TIMED_OUT", "FAILED", "CANCELLED"})
+# As CLAIM_SQL and ix_ramps_due say.
+FOLLOW_UP_STATUSES = frozenset({"COMPLETE"}) | ABORTED_STATUSES
 REASON_MAX = 64  # ramp.errors.reason is varchar(64)
 
 

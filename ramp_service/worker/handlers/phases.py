@@ -108,7 +108,7 @@ class Chains:
     # The swap is only sent while the live pool gives at least the quoted output plus this
     # fraction (the soft minimum); the presigned minimum (the quoted output) is the hard one.
     swap_soft_margin: Decimal = Decimal(0)
-    # How long a timed-out SELL ramp's deposit address is watched for money sent too late.
+    # How long the deposit address of a SELL that ended before its deposit stays watched.
     late_deposit_watch: timedelta = timedelta(hours=72)
 
     @property
@@ -431,11 +431,12 @@ LATE_DEPOSIT_MAX_INTERVAL = timedelta(hours=1)
 
 
 class WatchLateDeposit:
-    """After a SELL ramp timed out (in awaitUserDeposit, or unstarted past its start deadline):
-    watch its Pendulum ephemeral for the input token for `late_deposit_watch`. Money that
-    arrives now is on an account whose key only the user's browser holds, and no phase will
-    move it: the watch reports it (LATE_DEPOSIT, on the ramp and in the worker's metrics) for a
-    person to settle with the user, and stops. The ramp stays TIMED_OUT.
+    """After a SELL ramp ended before its deposit (timed out in awaitUserDeposit or unstarted
+    past its start deadline, failed, cancelled): watch its Pendulum ephemeral for the input token
+    for `late_deposit_watch`. Money found there is on an account whose key only the user's
+    browser holds, and no phase will move it: the watch reports it (LATE_DEPOSIT, on the ramp
+    and in the worker's metrics) for a person to settle with the user, and stops. The ramp
+    keeps its status.
 
     Checked often at first, when a late transfer is likeliest, then less and less: every quarter
     of the time watched so far (at least the chain poll, at most hourly): about a hundred
@@ -454,7 +455,7 @@ class WatchLateDeposit:
                 "LATE_DEPOSIT",
                 f"{held} {token} on {address} after the ramp ended without its deposit",
             )
-        watched = ctx.now - ctx.phase_started_at  # since the ramp timed out
+        watched = ctx.now - ctx.phase_started_at  # since the ramp ended
         left = self._chains.late_deposit_watch - watched
         if left <= timedelta(0):
             return Advance()
