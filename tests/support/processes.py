@@ -12,12 +12,21 @@ from collections.abc import Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that was free a moment ago, and that this process has not handed
+    out before: the kernel may give the same ephemeral port to two binds in a row, and two
+    servers told the same port make the second one fail while a readiness probe of that port
+    answers from the first (seen: the ramp service's port served by the quote service)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def start_module(module: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

@@ -32,6 +32,8 @@ from devnet.substrate.app import create_app as create_substrate
 from devnet.substrate.chain import Chain
 from devnet.wallet import DevnetWallet
 from pendulumpay_client import RampClient
+from quote_service.main import SERVICE_NAME as QUOTE_SERVICE
+from ramp_service.main import SERVICE_NAME as RAMP_SERVICE
 from tests.support.aio import LoopThread
 from tests.support.envoy import Gateway, start_gateway
 from tests.support.http_apps import serve
@@ -199,8 +201,9 @@ def system(database_url: str, aio_loop: LoopThread, tmp_path: Path) -> Iterator[
     gateway: Gateway | None = None
     running: System | None = None
     try:
-        wait_serving(f"127.0.0.1:{quote_port}")
-        wait_serving(f"127.0.0.1:{ramp_port}")
+        # The services' own health names: the port answers for the right service, ready.
+        wait_serving(f"127.0.0.1:{quote_port}", QUOTE_SERVICE)
+        wait_serving(f"127.0.0.1:{ramp_port}", RAMP_SERVICE)
         gateway = start_gateway(
             tmp_path,
             quote_upstream=f"127.0.0.1:{quote_port}",
