@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -11,12 +13,15 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from quote_service.db.models import Base as QuoteBase
 from ramp_service.db.models import Base as RampBase
 from ramp_service.worker.queue import FOLLOW_UP_STATUSES
 from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.migrations import alembic_config
+from tests.support.aio import FakeClock, LoopThread
+from tests.support.ramps import buy_record, insert_registered, sell_record
 
 
 @pytest.mark.parametrize(
@@ -75,3 +80,54 @@ def test_the_claim_index_rebuild_recovers_from_an_interrupted_concurrent_build(
     assert (name, valid) == ("ix_ramps_due", True)
     # Running ramps and every status whose follow-up phases the processor runs.
     assert set(re.findall(r"'([A-Z_]+)'", predicate)) == {"RUNNING", *FOLLOW_UP_STATUSES}
+
+
+def test_sell_ramps_that_ended_without_their_deposit_lately_are_watched_after_the_upgrade(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Ramps that ended before the release that brought the late-deposit watch: the SELLs that
+    ended without their deposit within the watch's default window get it, due now; older ones,
+    BUYs and completed ramps do not. A downgrade takes the watch off again."""
+    migrations = Path(__file__).resolve().parents[2] / "ramp_service" / "db" / "migrations"
+    config = alembic_config(migrations, database_url, "ramp")
+    command.downgrade(config, "0004_idempotency_claims")
+    rows = {
+        "sell timed out an hour ago": (sell_record(clock.now), "TIMED_OUT", timedelta(hours=1)),
+        "sell cancelled two days ago": (sell_record(clock.now), "CANCELLED", timedelta(days=2)),
+        "sell failed a week ago": (sell_record(clock.now), "FAILED", timedelta(days=7)),
+        "buy timed out an hour ago": (
+            buy_record(clock.now, f"5{uuid.uuid4().hex}", {}),
+            "TIMED_OUT",
+            timedelta(hours=1),
+        ),
+        "sell complete an hour ago": (sell_record(clock.now), "COMPLETE", timedelta(hours=1)),
+    }
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        for record, status, ago in rows.values():
+            aio_loop.run(insert_registered(sessions, record))
+            conn.execute(
+                "UPDATE ramp.ramps SET status = %s, updated_at = now() - %s WHERE id = %s",
+                [status, ago, record.id],
+            )
+    command.upgrade(config, "head")
+
+    def watched() -> set[str]:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            return {
+                name
+                for name, (record, _, _) in rows.items()
+                if conn.execute(
+                    "SELECT cleanup_phase = 'watchLateDeposit' AND next_attempt_at <= now()"
+                    " FROM ramp.ramps WHERE id = %s",
+                    [record.id],
+                ).fetchone()
+                == (True,)
+            }
+
+    assert watched() == {"sell timed out an hour ago", "sell cancelled two days ago"}
+    command.downgrade(config, "0004_idempotency_claims")
+    assert watched() == set()
+    command.upgrade(config, "head")
