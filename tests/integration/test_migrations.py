@@ -104,6 +104,7 @@ def test_sell_ramps_that_ended_without_their_deposit_lately_are_watched_after_th
             timedelta(hours=1),
         ),
         "sell complete an hour ago": (sell_record(clock.now), "COMPLETE", timedelta(hours=1)),
+        "sell failed after its deposit": (sell_record(clock.now), "FAILED", timedelta(hours=1)),
     }
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         for record, status, ago in rows.values():
@@ -112,6 +113,14 @@ def test_sell_ramps_that_ended_without_their_deposit_lately_are_watched_after_th
                 "UPDATE ramp.ramps SET status = %s, updated_at = now() - %s WHERE id = %s",
                 [status, ago, record.id],
             )
+        # An older release failed SELLs after their deposit: that one sent a transaction.
+        failed_late = rows["sell failed after its deposit"][0].id
+        conn.execute(
+            "INSERT INTO ramp.operations (ramp_id, phase, operation, network, state, detail,"
+            " generation, created_at, updated_at) VALUES (%s, 'fundEphemeral', 'fund_pen',"
+            " 'pendulum', 'confirmed', '', 1, now(), now())",
+            [failed_late],
+        )
     command.upgrade(config, "head")
 
     def watched() -> set[str]:
@@ -120,8 +129,10 @@ def test_sell_ramps_that_ended_without_their_deposit_lately_are_watched_after_th
                 name
                 for name, (record, _, _) in rows.items()
                 if conn.execute(
-                    "SELECT cleanup_phase = 'watchLateDeposit' AND next_attempt_at <= now()"
-                    " FROM ramp.ramps WHERE id = %s",
+                    # Due within a quarter of an hour, its watch counted from when it ended.
+                    "SELECT cleanup_phase = 'watchLateDeposit'"
+                    " AND next_attempt_at <= now() + interval '15 minutes'"
+                    " AND phase_started_at = updated_at FROM ramp.ramps WHERE id = %s",
                     [record.id],
                 ).fetchone()
                 == (True,)

@@ -61,16 +61,20 @@ def _swap(predicate: str) -> None:
 
 
 # SELL ramps (flow sell-v1) that ended without their deposit within the watch's default window
-# (LATE_DEPOSIT_WATCH_S, three days) before this release are watched too, from now: money that
-# reached one after it ended, before anyone looked, is found. Written out here, not imported:
-# a migration stays what it was when it ran.
+# (LATE_DEPOSIT_WATCH_S, three days) before this release are watched too: money that reached one
+# after it ended, before anyone looked, is found. The watch counts from when each ended (so it
+# resumes at its slower, later pace and ends three days after the ramp did) and the first reads
+# are spread over a quarter of an hour instead of all falling due at once, ahead of live ramps.
+# Only ramps with no journal entry (nothing was ever sent for them: an older release could fail
+# a SELL after its deposit). Written out here, not imported: a migration stays what it ran as.
 ABORTED = "('TIMED_OUT', 'FAILED', 'CANCELLED')"
 WATCH_RECENT = f"""
-UPDATE {S}.ramps
-SET cleanup_phase = 'watchLateDeposit', next_attempt_at = now(), phase_started_at = now(),
-    attempts = 0
-WHERE flow_version = 'sell-v1' AND status IN {ABORTED} AND cleanup_phase IS NULL
-  AND updated_at > now() - interval '3 days'
+UPDATE {S}.ramps AS r
+SET cleanup_phase = 'watchLateDeposit', phase_started_at = r.updated_at, attempts = 0,
+    next_attempt_at = now() + random() * interval '15 minutes'
+WHERE r.flow_version = 'sell-v1' AND r.status IN {ABORTED} AND r.cleanup_phase IS NULL
+  AND r.updated_at > now() - interval '3 days'
+  AND NOT EXISTS (SELECT 1 FROM {S}.operations AS o WHERE o.ramp_id = r.id)
 """
 UNWATCH = f"""
 UPDATE {S}.ramps SET cleanup_phase = NULL
@@ -84,5 +88,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(UNWATCH)  # the old processor claims no ended ramp but a complete one
     _swap(OLD)
+    op.execute(UNWATCH)  # the old processor claims no ended ramp but a complete one
