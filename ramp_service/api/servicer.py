@@ -160,7 +160,6 @@ class Rendered:
     def __init__(self, capacity: int = 2048) -> None:
         self._entries: OrderedDict[str, tuple[str, ramp_pb2.Ramp]] = OrderedDict()
         self._capacity = capacity
-        self.hits = self.misses = 0
 
     def get(self, ramp_id: str) -> tuple[str, ramp_pb2.Ramp] | None:
         entry = self._entries.get(ramp_id)
@@ -184,7 +183,7 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     def __init__(self, service: RampService, idempotency: IdempotencyStore) -> None:
         self._service = service
         self._idempotency = idempotency
-        self.rendered = Rendered()
+        self._rendered = Rendered()
 
     async def RegisterRamp(
         self, request: ramp_pb2.RegisterRampRequest, context: grpc.aio.ServicerContext
@@ -236,20 +235,18 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     ) -> ramp_pb2.Ramp:
         # Keyed by the canonical id: another spelling of it (upper case) is the same ramp.
         key = str(parse_ramp_id(request.id, "id"))
-        cached = self.rendered.get(key)
+        cached = self._rendered.get(key)
         if cached is not None:
             try:
                 current = await self._service.version(key)
             except RampNotFound:
-                self.rendered.drop(key)
+                self._rendered.drop(key)
                 raise
             if current == cached[0]:
-                self.rendered.hits += 1
                 return cached[1]
-        self.rendered.misses += 1
         record, version = await self._service.get_versioned(key)
         message = ramp_to_proto(record)
-        self.rendered.put(key, version, message)
+        self._rendered.put(key, version, message)
         return message
 
     async def GetRampErrors(
