@@ -343,9 +343,10 @@ def _processor_process(database_url: str, owner: str, stop: object) -> None:
 
 async def phase_advance(
     database_url: str, seconds: float, window: float, workers: int | None = None
-) -> tuple[float, float]:
-    """Ramps completed per second by one processor process per core, and last-window rate /
-    first-window rate."""
+) -> tuple[float, float, int]:
+    """Ramps completed per second by one processor process per core, last-window rate /
+    first-window rate, and how many ramps were still due at the end (0: it ran dry, and the
+    last window measured the seed, not the processor)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -374,20 +375,25 @@ async def phase_advance(
     await asyncio.sleep(window)
     last = (completed() - before_last) / window
     total = (completed() - start_count) / seconds
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM ramp.ramps WHERE status = 'RUNNING'").fetchone()
+        due_left = int(row[0]) if row else 0
     stop.set()
     for process in processes:
         process.join(timeout=30)
-    return total, (last / first if first else 0.0)
+    return total, (last / first if first else 0.0), due_left
 
 
 def cleanup(
-    database_url: str, quote_address: str, rows: int, seconds: float
+    database_url: str, ramp_address: str, ramp_id: str, rows: int, seconds: float
 ) -> tuple[float, float, float]:
-    """Cleanup rows/s over `rows` expired quotes, its largest batch, and status-poll QPS while
-    it runs relative to the same poll just before. The job runs as deployed, in its own process
-    (`python -m cleanup_job`), and reports through its one-line JSON summary; one closed poll
-    loop runs throughout and is counted in two windows: the `seconds` before the job starts,
-    and from the job's "cleanup started" (lock taken, Python started) to its exit."""
+    """Cleanup rows/s over `rows` expired quotes, its largest batch, and status-poll QPS
+    (GetRamp of `ramp_id`) while it runs relative to the same poll just before. The job runs as
+    deployed, in its own process (`python -m cleanup_job`), and reports through its one-line
+    JSON summary; one closed poll loop runs throughout and is counted in two windows: the
+    `seconds` before the job starts, and from the job's "cleanup started" (lock taken, Python
+    started) to its exit. (Until session 11 the poll was GetQuote, which now answers from
+    memory without reading the database: see README, Performance.)"""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         template = conn.execute("SELECT count(*) FROM quote.quote_tickets").fetchone()
         assert template and template[0], "the quote workloads store the quotes to clone"
@@ -404,10 +410,10 @@ def cleanup(
         # by autovacuum; fresh from a bulk insert, the first batch would pay for all of that.
         conn.execute("VACUUM ANALYZE quote.quote_tickets")
 
-    get = quote_pb2.GetQuoteRequest(id=create_quotes(quote_address, 1)[0])
+    get = ramp_pb2.GetRampRequest(id=ramp_id)
     poll = h2.Launch(
-        h2.Target.of(quote_address, grpc=True),
-        [h2.grpc_request(QUOTES + "GetQuote", get.SerializeToString())],
+        h2.Target.of(ramp_address, grpc=True),
+        [h2.grpc_request(RAMPS + "GetRamp", get.SerializeToString())],
         seconds=3600,  # until stopped
         concurrency=16,
         completions=True,

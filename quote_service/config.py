@@ -11,8 +11,14 @@ from service_kit.config import ServiceSettings
 
 
 class QuoteSettings(ServiceSettings):
-    """QUOTE_TTL_S and PRICING_FILE on top of the shared service settings."""
+    """QUOTE_TTL_S, PRICING_FILE and QUOTE_CACHE_SIZE on top of the shared service settings."""
 
     grpc_port: int = Field(15051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     quote_ttl_s: int = Field(600, ge=10, le=86400, description="How long a quote stays usable.")
     pricing_file: Path = Field(DEFAULT_PRICING_FILE, description="Fee schedule and pool JSON.")
+    quote_cache_size: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Tickets each process holds for GetQuote (0: every read goes to the database).",
+    )

@@ -9,6 +9,7 @@ from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.adapters.pricing_file import load_pricing
 from quote_service.api.servicer import QuoteServicer
 from quote_service.config import QuoteSettings
+from quote_service.db.ticket_cache import ChangeListener, TicketCache
 from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.config import load_settings
 from service_kit.db import DirectPool
@@ -32,11 +33,13 @@ def create_server(
     pricing, pools = load_pricing(settings.pricing_file)
     # Every statement is a single one on an autocommit connection: no ORM sessions here.
     direct = DirectPool(settings, "quote_service")
+    cache = TicketCache(settings.quote_cache_size)
     service = QuoteService(
         direct,
         pricing,
         pools,
         timedelta(seconds=settings.quote_ttl_s),
+        cache,
         deps.clock,
     )
     running = build_server(
@@ -49,6 +52,10 @@ def create_server(
         log_rpcs=settings.log_rpcs,
         reuse_port=settings.grpc_processes > 1,
     )
+    if settings.quote_cache_size:  # the cache serves nothing until its listener listens
+        listener = ChangeListener(settings, cache)
+        running.warm_up.append(listener.start)
+        running.on_stop.append(listener.stop)
     running.on_stop.append(direct.close)
     return running, service
 

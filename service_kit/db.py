@@ -36,10 +36,13 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+CONNECT_TIMEOUT_S = 5
+
+
 def _connect_options(settings: ServiceSettings, application_name: str) -> dict[str, Any]:
     return {
         "application_name": application_name,
-        "connect_timeout": 5,
+        "connect_timeout": CONNECT_TIMEOUT_S,
         "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
     }
 
@@ -75,6 +78,16 @@ async def driver_cursor(
         raise RuntimeError("no driver connection")
     cursor: AsyncCursor[Any] = raw.cursor(row_factory=row_factory) if row_factory else raw.cursor()
     return cursor
+
+
+async def connect_direct(settings: ServiceSettings, application_name: str) -> AsyncConnection[Any]:
+    """One autocommit psycopg connection outside any pool, with the pools' timeouts (a
+    LISTENing connection, say, which must not be handed to anyone else)."""
+    return await AsyncConnection.connect(
+        libpq_url(settings.database_url),
+        autocommit=True,
+        **_connect_options(settings, application_name),
+    )
 
 
 class DirectPool:

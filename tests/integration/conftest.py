@@ -38,18 +38,30 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def quote_server(
-    database_url: str, clock: FakeClock, aio_loop: LoopThread
-) -> Iterator[RunningServer]:
-    """The quote service on an ephemeral port, on a fresh database."""
-    settings = QuoteSettings(database_url=database_url, grpc_port=0, log_rpcs=False)
+def quote_settings(database_url: str) -> QuoteSettings:
+    """The quote service's settings (a module overrides this fixture to change them)."""
+    return QuoteSettings(database_url=database_url, grpc_port=0, log_rpcs=False)
+
+
+def start_quote_server(
+    settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread
+) -> RunningServer:
+    """A started quote service in the shared loop (stop it with `aio_loop.run(s.stop(0))`)."""
 
     async def build() -> RunningServer:
         running, _ = create_server(settings, QuoteDeps(clock=clock))
         await running.start()
         return running
 
-    running = aio_loop.run(build())
+    return aio_loop.run(build())
+
+
+@pytest.fixture
+def quote_server(
+    quote_settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread
+) -> Iterator[RunningServer]:
+    """The quote service on an ephemeral port, on a fresh database."""
+    running = start_quote_server(quote_settings, clock, aio_loop)
     yield running
     aio_loop.run(running.stop(0))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import grpc
 import psycopg
+import pytest
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from quote_service.config import QuoteSettings
 from service_kit.db import libpq_url
 from tests.support.grpc_errors import failure
 from tests.support.quotes import sell_request
@@ -14,6 +16,13 @@ KILL = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
     "WHERE datname = current_database() AND application_name = 'quote_service'"
 )
+
+
+@pytest.fixture
+def quote_settings(database_url: str) -> QuoteSettings:
+    """Without the ticket cache: every GetQuote here must reach the pool under test (the
+    cache's own loss of its connection: tests/integration/quote/test_ticket_cache.py)."""
+    return QuoteSettings(database_url=database_url, grpc_port=0, log_rpcs=False, quote_cache_size=0)
 
 
 def terminate_service_connections(database_url: str) -> int:

@@ -1,0 +1,57 @@
+"""Notify `quote_ticket_changed` with the ticket's id on every change a reader could see.
+
+The quote service's processes hold tickets they read lately (quote_service.db.ticket_cache)
+and drop one when told it changed, whoever changed it: ConsumeQuote in another process, an
+operator by hand. Two changes are left out, both made only after the quote's expiry, when no
+process answers from what it holds: the cleanup job marking a pending quote EXPIRED, and its
+deletes of EXPIRED quotes (tens of thousands a second: a notification each would flood every
+listener). The trigger adds nothing to inserts, CreateQuote's hot path.
+
+Revision ID: 0002_notify_ticket_changes
+Revises: 0001_create_quote_tickets
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0002_notify_ticket_changes"
+down_revision: str | None = "0001_create_quote_tickets"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE FUNCTION quote.notify_ticket_changed() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('quote_ticket_changed', OLD.id::text);
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER quote_tickets_updated AFTER UPDATE ON quote.quote_tickets
+        FOR EACH ROW
+        WHEN (NOT (OLD.status = 'PENDING' AND NEW.status = 'EXPIRED' AND OLD.expires_at <= now()))
+        EXECUTE FUNCTION quote.notify_ticket_changed()
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER quote_tickets_deleted AFTER DELETE ON quote.quote_tickets
+        FOR EACH ROW WHEN (OLD.status <> 'EXPIRED')
+        EXECUTE FUNCTION quote.notify_ticket_changed()
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER quote_tickets_deleted ON quote.quote_tickets")
+    op.execute("DROP TRIGGER quote_tickets_updated ON quote.quote_tickets")
+    op.execute("DROP FUNCTION quote.notify_ticket_changed()")

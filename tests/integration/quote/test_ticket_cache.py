@@ -1,0 +1,173 @@
+"""GetQuote's held tickets across processes: two quote services on one real database, each with
+its own cache and LISTENing connection, changed by each other and by plain SQL.
+
+A held ticket is told apart from a database read with a table lock the read would wait on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import psycopg
+import pytest
+
+from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
+from quote_service.config import QuoteSettings
+from quote_service.db.cleanup import DELETE_EXPIRED_BATCH
+from service_kit.db import libpq_url
+from service_kit.grpc_server import RunningServer
+from tests.integration.conftest import start_quote_server
+from tests.support.aio import FakeClock, LoopThread
+from tests.support.grpc_errors import failure
+from tests.support.quotes import sell_request
+
+Stub = quote_pb2_grpc.QuoteServiceStub
+RAMP_ID = "5d0c2b8e-9f6a-4a51-9d7e-1a2b3c4d5e6f"
+LISTENERS = "application_name = 'quote_service-cache' AND datname = current_database()"
+
+
+@pytest.fixture
+def other(quote_settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread) -> Iterator[Stub]:
+    """A second quote service process on the same database (as SO_REUSEPORT or pods have)."""
+    running: RunningServer = start_quote_server(quote_settings, clock, aio_loop)
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield quote_pb2_grpc.QuoteServiceStub(channel)
+    aio_loop.run(running.stop(0))
+
+
+@contextmanager
+def tickets_locked(database_url: str) -> Iterator[None]:
+    """Every read of quote.quote_tickets waits while this is open."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        conn.execute("LOCK TABLE quote.quote_tickets IN ACCESS EXCLUSIVE MODE")
+        yield
+        conn.rollback()
+
+
+def get(stub: Stub, quote_id: str, timeout: float = 5) -> quote_pb2.Quote:
+    return stub.GetQuote(quote_pb2.GetQuoteRequest(id=quote_id), timeout=timeout)
+
+
+def held(stub: Stub, quote_id: str, database_url: str) -> bool:
+    """Whether `stub` answers `quote_id` without reading the database."""
+    with tickets_locked(database_url):
+        try:
+            get(stub, quote_id, timeout=0.5)
+        except grpc.RpcError as err:
+            assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            return False
+    return True
+
+
+def until(condition: object, seconds: float = 5.0) -> float:
+    """Seconds until `condition()` held; fails after `seconds`."""
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < seconds, "condition never held"
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def sql(database_url: str, statement: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        cursor = conn.execute(statement, args)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_a_consume_in_one_process_reaches_the_ticket_another_holds(
+    quote_stub: Stub, other: Stub, database_url: str
+) -> None:
+    created = quote_stub.CreateQuote(sell_request(), timeout=5)
+    assert get(other, created.id) == created
+    assert held(other, created.id, database_url)  # the second read came from its cache
+    assert held(quote_stub, created.id, database_url)  # the creator held it from the start
+
+    quote_stub.ConsumeQuote(
+        quote_pb2.ConsumeQuoteRequest(quote_id=created.id, ramp_id=RAMP_ID), timeout=5
+    )
+    # The consuming process reads its own write at once; the other once notified.
+    assert get(quote_stub, created.id).status == quote_pb2.Quote.CONSUMED
+    until(lambda: get(other, created.id).status == quote_pb2.Quote.CONSUMED)
+    assert held(other, created.id, database_url)  # and holds the consumed ticket again
+
+
+def test_any_writer_s_change_reaches_a_held_ticket(quote_stub: Stub, database_url: str) -> None:
+    consumed = quote_stub.CreateQuote(sell_request(), timeout=5)
+    deleted = quote_stub.CreateQuote(sell_request(), timeout=5)
+    for quote in (consumed, deleted):
+        assert held(quote_stub, quote.id, database_url)
+
+    sql(
+        database_url,
+        "UPDATE quote.quote_tickets SET status = 'CONSUMED', consumed_by = %s,"
+        " consumed_at = created_at WHERE id = %s",
+        RAMP_ID,
+        consumed.id,
+    )
+    sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", deleted.id)
+
+    until(lambda: get(quote_stub, consumed.id).status == quote_pb2.Quote.CONSUMED)
+
+    def gone() -> bool:
+        try:
+            get(quote_stub, deleted.id)
+        except grpc.RpcError as err:
+            return failure(err).reason == "QUOTE_NOT_FOUND"
+        return False
+
+    until(gone)
+
+
+def test_the_cleanup_s_expiry_and_deletes_send_no_notification(
+    quote_stub: Stub, clock: FakeClock, database_url: str
+) -> None:
+    """The cleanup touches only quotes past their expiry, which no cache answers from; a
+    notification per deleted row would flood every listener at its tens of thousands a second."""
+    ids = [quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)]
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute("LISTEN quote_ticket_changed")
+        # Created by the test's clock, days ago by the database's: past their expiry.
+        expired = sql(
+            database_url,
+            "UPDATE quote.quote_tickets SET status = 'EXPIRED' WHERE status = 'PENDING'"
+            " AND expires_at <= now() RETURNING id",
+        )
+        deleted = sql(
+            database_url,
+            DELETE_EXPIRED_BATCH.format(held="false")
+            .replace(":cutoff", "now()")
+            .replace(":skip", "ARRAY[]::uuid[]")
+            .replace(":batch", "10"),
+        )
+        assert (len(expired), deleted[0][:2]) == (3, (3, 3))
+        assert list(listener.notifies(timeout=0.3)) == []
+
+        # A change a reader could see does send one (the listener above works).
+        fresh = quote_stub.CreateQuote(sell_request(), timeout=5).id
+        sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", fresh)
+        assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == [fresh]
+    assert sorted(str(i) for (i,) in expired) == sorted(ids)
+
+
+def test_a_lost_listener_turns_the_cache_off_until_it_listens_again(
+    quote_stub: Stub, database_url: str
+) -> None:
+    created = quote_stub.CreateQuote(sell_request(), timeout=5)
+    assert held(quote_stub, created.id, database_url)
+    (old_pid,) = sql(database_url, f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS}")[0]
+    sql(database_url, "SELECT pg_terminate_backend(%s)", old_pid)
+
+    # Notifications sent while it was gone are lost: nothing held before is answered again.
+    def relistening() -> bool:
+        pids = sql(
+            database_url,
+            f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS} AND query LIKE 'LISTEN%%'",
+        )
+        return bool(pids) and pids[0][0] != old_pid
+
+    until(relistening)
+    assert not held(quote_stub, created.id, database_url)
+    assert get(quote_stub, created.id) == created  # read again, and held again
+    assert held(quote_stub, created.id, database_url)

@@ -1,0 +1,106 @@
+"""The ticket cache's rules, without a database (its listener: tests/integration/quote)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from quote_service.adapters.pricing_file import load_pricing
+from quote_service.db.ticket_cache import TicketCache
+from quote_service.domain.pricing import QuoteRequest, price_quote
+from quote_service.domain.quote import QuoteStatus, QuoteTicket, new_ticket
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def ticket() -> QuoteTicket:
+    request = QuoteRequest("SELL", "pendulum", "sepa", "100", "USDC", "EUR")
+    config, pools = load_pricing()
+    return new_ticket(request, price_quote(request, config, pools), NOW, timedelta(minutes=10))
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def listening_cache(capacity: int = 8) -> tuple[TicketCache, Monotonic]:
+    tick = Monotonic()
+    cache = TicketCache(capacity, stale_after_s=3.0, monotonic=tick)
+    cache.alive()
+    return cache, tick
+
+
+def test_a_held_ticket_is_answered_until_its_expiry() -> None:
+    cache, _ = listening_cache()
+    t = ticket()
+    cache.put(t, cache.begin(), NOW)
+    assert cache.get(t.id, NOW + timedelta(minutes=9, seconds=59)) is t
+    assert cache.get(t.id, NOW + timedelta(minutes=10)) is None
+    assert len(cache) == 0  # dropped, not kept for later
+
+
+def test_a_read_that_began_before_a_change_is_not_kept() -> None:
+    cache, _ = listening_cache()
+    t, other = ticket(), ticket()
+    token = cache.begin()
+    cache.changed(other.id)  # any change, even of another ticket: the read may predate it
+    cache.put(t, token, NOW)
+    assert cache.get(t.id, NOW) is None
+    cache.put(t, cache.begin(), NOW)
+    assert cache.get(t.id, NOW) is t
+    cache.changed(t.id)
+    assert cache.get(t.id, NOW) is None
+
+
+def test_nothing_is_answered_or_kept_unless_the_listener_proved_itself_lately() -> None:
+    tick = Monotonic()
+    cache = TicketCache(8, stale_after_s=3.0, monotonic=tick)
+    t = ticket()
+    cache.put(t, cache.begin(), NOW)  # never listened
+    assert len(cache) == 0
+    cache.alive()
+    cache.put(t, cache.begin(), NOW)
+    tick.now += 2.9
+    assert cache.get(t.id, NOW) is t
+    tick.now += 0.2  # no heartbeat for longer than stale_after_s: a silently cut connection
+    assert cache.get(t.id, NOW) is None
+    cache.alive()
+    assert cache.get(t.id, NOW) is t  # nothing was missed while it answered heartbeats
+
+
+def test_a_lost_connection_forgets_everything_and_voids_reads_in_flight() -> None:
+    cache, _ = listening_cache()
+    t, u = ticket(), ticket()
+    cache.put(t, cache.begin(), NOW)
+    token = cache.begin()
+    cache.deaf()
+    cache.alive()  # listening again
+    cache.put(u, token, NOW)
+    assert (cache.get(t.id, NOW), cache.get(u.id, NOW), len(cache)) == (None, None, 0)
+
+
+def test_a_ticket_stored_expired_is_never_held() -> None:
+    """Revoked by hand before its expiry: its eventual delete sends no notification."""
+    cache, _ = listening_cache()
+    t = dataclasses.replace(ticket(), status=QuoteStatus.EXPIRED)
+    cache.put(t, cache.begin(), NOW)
+    assert cache.get(t.id, NOW) is None
+
+
+def test_bounded_least_recently_used_first_and_size_zero_holds_nothing() -> None:
+    cache, _ = listening_cache(capacity=2)
+    a, b, c = ticket(), ticket(), ticket()
+    for t in (a, b):
+        cache.put(t, cache.begin(), NOW)
+    assert cache.get(a.id, NOW) is a  # b is now the least recently used
+    cache.put(c, cache.begin(), NOW)
+    assert (cache.get(a.id, NOW), cache.get(b.id, NOW), cache.get(c.id, NOW)) == (a, None, c)
+
+    off = TicketCache(0)
+    off.alive()
+    off.put(a, off.begin(), NOW)
+    assert (off.serving, off.get(a.id, NOW), len(off)) == (False, None, 0)
