@@ -345,8 +345,8 @@ async def phase_advance(
     database_url: str, seconds: float, window: float, workers: int | None = None
 ) -> tuple[float, float, int]:
     """Ramps completed per second by one processor process per core, last-window rate /
-    first-window rate, and how many ramps were still due at the end (0: it ran dry, and the
-    last window measured the seed, not the processor)."""
+    first-window rate, and how many ramps were still due at the end (fewer than a window's
+    worth: it may have run dry in the last window, which then measured the seed)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -376,7 +376,11 @@ async def phase_advance(
     last = (completed() - before_last) / window
     total = (completed() - start_count) / seconds
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM ramp.ramps WHERE status = 'RUNNING'").fetchone()
+        # The claim's own condition, leases aside (held ramps are due again once moved).
+        row = conn.execute(
+            "SELECT count(*) FROM ramp.ramps WHERE (status = 'RUNNING' OR cleanup_phase IS NOT"
+            " NULL) AND next_attempt_at <= now()"
+        ).fetchone()
         due_left = int(row[0]) if row else 0
     stop.set()
     for process in processes:

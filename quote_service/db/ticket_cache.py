@@ -3,14 +3,14 @@ as PostgreSQL can still tell the process that one of them changed.
 
 A quote barely changes: a pending one is consumed once, and that is all a reader can see change
 before it expires (`QuoteTicket.status_at` turns it EXPIRED by the clock). Migration 0002's
-triggers send `NOTIFY quote_ticket_changed, '<id>'` for every change a reader could see, by any
-writer; each process keeps one connection LISTENing (`ChangeListener`) and drops what it names.
+triggers send `NOTIFY quote_ticket_changed, '<id>'` for every update and delete, by any writer
+(an empty payload for a TRUNCATE); each process keeps one connection LISTENing
+(`ChangeListener`) and drops what it names.
 
 Three rules keep a held ticket from being staler than the notification takes to arrive:
-- Only a PENDING or CONSUMED ticket before its expiry is held or answered. The cleanup job
-  marks a pending quote EXPIRED only after its expiry, and deletes only EXPIRED ones, so
-  neither needs a notification; every other update or delete sends one (the triggers'
-  conditions).
+- Only a PENDING or CONSUMED ticket before its expiry (by this process's clock) is held or
+  answered. Deletes of EXPIRED quotes, the cleanup job's bulk of work, send nothing, and need
+  not: no process holds one.
 - A read that began before a notification came in is not kept (`begin`/`put` compare a
   generation every notification moves): its row may predate the change.
 - Nothing is answered unless the listener proved its connection alive within `stale_after_s`
@@ -135,15 +135,21 @@ class ChangeListener:
         """Start listening; wait up to `wait_s` for the first LISTEN (the cache serves nothing
         before it, and the listener keeps trying in the background if this times out)."""
         if self._task is None:
+            self._listening.clear()
             self._task = asyncio.create_task(self._run(), name="quote-cache-listener")
-        await asyncio.wait_for(self._listening.wait(), wait_s)
+        async with asyncio.timeout(wait_s):
+            await self._listening.wait()
 
     async def stop(self) -> None:
         """Stop listening and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # Cancelled until done: a cancellation that lands as an awaited call completes
+            # can be lost (asyncio.wait_for in 3.11), and the loop would go on.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+        self._listening.clear()
         self._cache.deaf()
 
     async def _run(self) -> None:
@@ -163,11 +169,11 @@ class ChangeListener:
 
     async def _listen(self) -> None:
         timeout = self._heartbeat_s + CONNECT_TIMEOUT_S
-        conn = await asyncio.wait_for(
-            connect_direct(self._settings, "quote_service-cache"), timeout
-        )
+        async with asyncio.timeout(timeout):
+            conn = await connect_direct(self._settings, "quote_service-cache")
         try:
-            await asyncio.wait_for(conn.execute(f"LISTEN {CHANNEL}"), timeout)
+            async with asyncio.timeout(timeout):
+                await conn.execute(f"LISTEN {CHANNEL}")
             self.backend_pid = conn.info.backend_pid
             # Anything held before this LISTEN may have missed a notification.
             self._cache.changed(None)
@@ -179,7 +185,8 @@ class ChangeListener:
                     self._changed(notify.payload)
                 # Notifications that arrive during the heartbeat wait in psycopg's backlog
                 # for the next notifies() call, which yields them first.
-                await asyncio.wait_for(conn.execute("SELECT 1"), timeout)
+                async with asyncio.timeout(timeout):
+                    await conn.execute("SELECT 1")
                 self._cache.alive()
         finally:
             await conn.close()
@@ -187,6 +194,6 @@ class ChangeListener:
     def _changed(self, payload: str) -> None:
         try:
             quote_id = uuid.UUID(payload)
-        except ValueError:  # not ours to send; forget everything rather than guess
+        except ValueError:  # a TRUNCATE (''), or not ours: forget everything rather than guess
             quote_id = None
         self._cache.changed(quote_id)

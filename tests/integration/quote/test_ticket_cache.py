@@ -5,9 +5,11 @@ A held ticket is told apart from a database read with a table lock the read woul
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import grpc
 import psycopg
@@ -15,7 +17,8 @@ import pytest
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.config import QuoteSettings
-from quote_service.db.cleanup import DELETE_EXPIRED_BATCH
+from quote_service.db.cleanup import DELETE_EXPIRED_BATCH, EXPIRE_BATCH
+from quote_service.db.ticket_cache import ChangeListener, TicketCache
 from service_kit.db import libpq_url
 from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_quote_server
@@ -51,10 +54,11 @@ def get(stub: Stub, quote_id: str, timeout: float = 5) -> quote_pb2.Quote:
 
 
 def held(stub: Stub, quote_id: str, database_url: str) -> bool:
-    """Whether `stub` answers `quote_id` without reading the database."""
+    """Whether `stub` answers `quote_id` without reading the database (a read would wait on the
+    lock past any deadline; an answer from memory takes milliseconds)."""
     with tickets_locked(database_url):
         try:
-            get(stub, quote_id, timeout=0.5)
+            get(stub, quote_id, timeout=2)
         except grpc.RpcError as err:
             assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             return False
@@ -93,62 +97,69 @@ def test_a_consume_in_one_process_reaches_the_ticket_another_holds(
     assert held(other, created.id, database_url)  # and holds the consumed ticket again
 
 
-def test_any_writer_s_change_reaches_a_held_ticket(quote_stub: Stub, database_url: str) -> None:
-    consumed = quote_stub.CreateQuote(sell_request(), timeout=5)
-    deleted = quote_stub.CreateQuote(sell_request(), timeout=5)
-    for quote in (consumed, deleted):
-        assert held(quote_stub, quote.id, database_url)
+def test_any_writer_s_change_reaches_a_held_ticket(
+    quote_stub: Stub, clock: FakeClock, database_url: str
+) -> None:
+    """By SQL, as an operator would: consumed, revoked before its expiry, deleted, truncated.
+    (The test's clock is days behind the database's: nothing may depend on their agreeing.)"""
+    consumed, revoked, deleted = (
+        quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)
+    )
+    for quote_id in (consumed, revoked, deleted):
+        assert held(quote_stub, quote_id, database_url)
 
     sql(
         database_url,
         "UPDATE quote.quote_tickets SET status = 'CONSUMED', consumed_by = %s,"
         " consumed_at = created_at WHERE id = %s",
         RAMP_ID,
-        consumed.id,
+        consumed,
     )
-    sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", deleted.id)
+    sql(database_url, "UPDATE quote.quote_tickets SET status = 'EXPIRED' WHERE id = %s", revoked)
+    sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", deleted)
 
-    until(lambda: get(quote_stub, consumed.id).status == quote_pb2.Quote.CONSUMED)
+    until(lambda: get(quote_stub, consumed).status == quote_pb2.Quote.CONSUMED)
+    until(lambda: get(quote_stub, revoked).status == quote_pb2.Quote.EXPIRED)
+    assert not held(quote_stub, revoked, database_url)  # stored EXPIRED: never held
+    until(lambda: gone(quote_stub, deleted))
 
-    def gone() -> bool:
-        try:
-            get(quote_stub, deleted.id)
-        except grpc.RpcError as err:
-            return failure(err).reason == "QUOTE_NOT_FOUND"
-        return False
-
-    until(gone)
+    assert held(quote_stub, consumed, database_url)
+    sql(database_url, "TRUNCATE quote.quote_tickets")
+    until(lambda: gone(quote_stub, consumed))
 
 
-def test_the_cleanup_s_expiry_and_deletes_send_no_notification(
-    quote_stub: Stub, clock: FakeClock, database_url: str
+def gone(stub: Stub, quote_id: str) -> bool:
+    try:
+        get(stub, quote_id)
+    except grpc.RpcError as err:
+        return failure(err).reason == "QUOTE_NOT_FOUND"
+    return False
+
+
+def test_deleting_expired_quotes_sends_nothing_and_every_update_sends_one(
+    quote_stub: Stub, database_url: str
 ) -> None:
-    """The cleanup touches only quotes past their expiry, which no cache answers from; a
-    notification per deleted row would flood every listener at its tens of thousands a second."""
+    """The cleanup job's deletes, tens of thousands a second, must not flood every listener."""
     ids = [quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)]
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute("LISTEN quote_ticket_changed")
-        # Created by the test's clock, days ago by the database's: past their expiry.
-        expired = sql(
-            database_url,
-            "UPDATE quote.quote_tickets SET status = 'EXPIRED' WHERE status = 'PENDING'"
-            " AND expires_at <= now() RETURNING id",
-        )
-        deleted = sql(
-            database_url,
-            DELETE_EXPIRED_BATCH.format(held="false")
-            .replace(":cutoff", "now()")
-            .replace(":skip", "ARRAY[]::uuid[]")
-            .replace(":batch", "10"),
-        )
-        assert (len(expired), deleted[0][:2]) == (3, (3, 3))
+        # The cleanup's own statements. Created by the test's clock: days ago by the database's.
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as job:
+            expired = job.execute(
+                EXPIRE_BATCH.text.replace(":now", "%(now)s").replace(":batch", "%(batch)s"),
+                {"now": datetime.now(UTC), "batch": 10},
+            ).rowcount
+            marked = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+            deleted = job.execute(
+                DELETE_EXPIRED_BATCH.format(held="false")
+                .replace(":cutoff", "%(now)s")
+                .replace(":skip", "%(skip)s")
+                .replace(":batch", "%(batch)s"),
+                {"now": datetime.now(UTC), "skip": [], "batch": 10},
+            ).fetchone()
+        assert (expired, sorted(marked)) == (3, sorted(ids))
+        assert deleted is not None and deleted[:2] == (3, 3)
         assert list(listener.notifies(timeout=0.3)) == []
-
-        # A change a reader could see does send one (the listener above works).
-        fresh = quote_stub.CreateQuote(sell_request(), timeout=5).id
-        sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", fresh)
-        assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == [fresh]
-    assert sorted(str(i) for (i,) in expired) == sorted(ids)
 
 
 def test_a_lost_listener_turns_the_cache_off_until_it_listens_again(
@@ -160,14 +171,38 @@ def test_a_lost_listener_turns_the_cache_off_until_it_listens_again(
     sql(database_url, "SELECT pg_terminate_backend(%s)", old_pid)
 
     # Notifications sent while it was gone are lost: nothing held before is answered again.
+    # (It reconnects only after it noticed the loss and emptied the cache.)
     def relistening() -> bool:
-        pids = sql(
-            database_url,
-            f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS} AND query LIKE 'LISTEN%%'",
-        )
+        pids = sql(database_url, f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS}")
         return bool(pids) and pids[0][0] != old_pid
 
     until(relistening)
     assert not held(quote_stub, created.id, database_url)
     assert get(quote_stub, created.id) == created  # read again, and held again
     assert held(quote_stub, created.id, database_url)
+
+
+def test_stop_always_ends_the_listener(database_url: str, aio_loop: LoopThread) -> None:
+    """Started and stopped a hundred times, at any point of its heartbeat (a few hundred
+    microseconds apart): each stop ends the task and turns the cache off. (stop() cancels until
+    the task is done, since asyncio.wait_for in 3.11 can lose a cancellation that lands as the
+    awaited call completes; a review reproduced that in 2 of 150 stops; this test does not
+    reproduce it reliably.)"""
+    settings = QuoteSettings(database_url=database_url)
+
+    def listeners() -> int:
+        return sum(t.get_name() == "quote-cache-listener" for t in asyncio.all_tasks())
+
+    async def starts_and_stops() -> int:
+        before = listeners()
+        cache = TicketCache(8)
+        listener = ChangeListener(settings, cache, heartbeat_s=0.0005)
+        for _ in range(100):
+            await listener.start()
+            await asyncio.sleep(0.001)
+            async with asyncio.timeout(5):
+                await listener.stop()
+            assert not cache.serving
+        return listeners() - before
+
+    assert aio_loop.run(starts_and_stops()) == 0

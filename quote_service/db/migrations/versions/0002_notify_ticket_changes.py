@@ -1,11 +1,13 @@
 """Notify `quote_ticket_changed` with the ticket's id on every change a reader could see.
 
 The quote service's processes hold tickets they read lately (quote_service.db.ticket_cache)
-and drop one when told it changed, whoever changed it: ConsumeQuote in another process, an
-operator by hand. Two changes are left out, both made only after the quote's expiry, when no
-process answers from what it holds: the cleanup job marking a pending quote EXPIRED, and its
-deletes of EXPIRED quotes (tens of thousands a second: a notification each would flood every
-listener). The trigger adds nothing to inserts, CreateQuote's hot path.
+and drop one when told it changed, whoever changed it: ConsumeQuote in another process, the
+cleanup job marking a quote EXPIRED, an operator by hand. Every update notifies, and so does
+every delete except of an EXPIRED quote: no process holds one (the cache refuses them), and the
+cleanup job deletes them by the tens of thousands a second (a notification each would flood
+every listener). A TRUNCATE notifies once with an empty payload: every process forgets all.
+No condition reads a clock, so a process's clock and the database's need not agree. Nothing is
+added to inserts, CreateQuote's hot path.
 
 Revision ID: 0002_notify_ticket_changes
 Revises: 0001_create_quote_tickets
@@ -28,7 +30,11 @@ def upgrade() -> None:
         CREATE FUNCTION quote.notify_ticket_changed() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM pg_notify('quote_ticket_changed', OLD.id::text);
+            IF TG_LEVEL = 'ROW' THEN
+                PERFORM pg_notify('quote_ticket_changed', OLD.id::text);
+            ELSE
+                PERFORM pg_notify('quote_ticket_changed', '');  -- any of them: forget all
+            END IF;
             RETURN NULL;
         END
         $$
@@ -37,9 +43,7 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE TRIGGER quote_tickets_updated AFTER UPDATE ON quote.quote_tickets
-        FOR EACH ROW
-        WHEN (NOT (OLD.status = 'PENDING' AND NEW.status = 'EXPIRED' AND OLD.expires_at <= now()))
-        EXECUTE FUNCTION quote.notify_ticket_changed()
+        FOR EACH ROW EXECUTE FUNCTION quote.notify_ticket_changed()
         """
     )
     op.execute(
@@ -49,9 +53,16 @@ def upgrade() -> None:
         EXECUTE FUNCTION quote.notify_ticket_changed()
         """
     )
+    op.execute(
+        """
+        CREATE TRIGGER quote_tickets_truncated AFTER TRUNCATE ON quote.quote_tickets
+        FOR EACH STATEMENT EXECUTE FUNCTION quote.notify_ticket_changed()
+        """
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER quote_tickets_truncated ON quote.quote_tickets")
     op.execute("DROP TRIGGER quote_tickets_deleted ON quote.quote_tickets")
     op.execute("DROP TRIGGER quote_tickets_updated ON quote.quote_tickets")
     op.execute("DROP FUNCTION quote.notify_ticket_changed()")
