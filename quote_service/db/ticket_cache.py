@@ -11,8 +11,8 @@ Three rules keep a held ticket from being staler than the notification takes to 
 - Only a PENDING or CONSUMED ticket before its expiry (by this process's clock) is held or
   answered. Deletes of EXPIRED quotes, the cleanup job's bulk of work, send nothing, and need
   not: no process holds one.
-- A read that began before a notification came in is not kept (`begin`/`put` compare a
-  generation every notification moves): its row may predate the change.
+- A read that began before a notification about its ticket came in is not kept (`begin`/`put`
+  compare generations, which every notification moves): its row may predate the change.
 - Nothing is answered unless the listener proved its connection alive within `stale_after_s`
   (a heartbeat every `heartbeat_s`); a lost connection empties the cache until it LISTENs again.
   A connection cut off silently (no error, no answer) therefore serves stale tickets for at
@@ -52,7 +52,10 @@ class TicketCache:
         self._capacity = capacity
         self._stale_after_s = stale_after_s
         self._monotonic = monotonic
+        # Each change takes the next generation; a read keeps the generation it began at.
         self._generation = 0
+        self._changes: OrderedDict[uuid.UUID, int] = OrderedDict()  # id -> its last change
+        self._floor = 0  # reads begun before this may have missed a change no longer listed
         self._alive_until = 0.0  # monotonic; the listener's last proof of life + stale_after_s
 
     def __len__(self) -> int:
@@ -83,7 +86,8 @@ class TicketCache:
         (its row may be older than that change) or it is past its expiry. A ticket stored
         EXPIRED (revoked by hand before its expiry) is not held: its delete sends nothing."""
         if (
-            token != self._generation
+            token < self._floor
+            or self._changes.get(ticket.id, -1) > token
             or not self.serving
             or now >= ticket.expires_at
             or ticket.status is QuoteStatus.EXPIRED
@@ -95,12 +99,22 @@ class TicketCache:
             self._entries.popitem(last=False)
 
     def changed(self, quote_id: uuid.UUID | None) -> None:
-        """The ticket `quote_id` changed (None: any may have); reads in flight are not kept."""
+        """The ticket `quote_id` changed (None: any may have): dropped, and reads of it in
+        flight are not kept (of every ticket, for None). Changes are remembered per id for the
+        last `capacity` of them (the cleanup's expiry marks come in bursts: one must not void
+        every other read in flight); a read older than the oldest remembered is not kept."""
         self._generation += 1
         if quote_id is None:
             self._entries.clear()
-        else:
-            self._entries.pop(quote_id, None)
+            self._changes.clear()
+            self._floor = self._generation
+            return
+        self._entries.pop(quote_id, None)
+        self._changes[quote_id] = self._generation
+        self._changes.move_to_end(quote_id)
+        if len(self._changes) > max(self._capacity, 1):
+            _, forgotten = self._changes.popitem(last=False)
+            self._floor = max(self._floor, forgotten)
 
     def alive(self) -> None:
         """The listener's connection answered just now, with every notification before."""

@@ -43,17 +43,40 @@ def test_a_held_ticket_is_answered_until_its_expiry() -> None:
     assert len(cache) == 0  # dropped, not kept for later
 
 
-def test_a_read_that_began_before_a_change_is_not_kept() -> None:
+def test_a_read_that_began_before_a_change_of_its_ticket_is_not_kept() -> None:
     cache, _ = listening_cache()
     t, other = ticket(), ticket()
     token = cache.begin()
-    cache.changed(other.id)  # any change, even of another ticket: the read may predate it
+    cache.changed(t.id)  # its row may predate this change
+    cache.put(t, token, NOW)
+    assert cache.get(t.id, NOW) is None
+    cache.put(t, cache.begin(), NOW)  # a read begun after the change
+    assert cache.get(t.id, NOW) is t
+    cache.changed(t.id)
+    assert cache.get(t.id, NOW) is None
+
+    token = cache.begin()
+    cache.changed(t.id)  # another ticket's change (a burst of expiry marks, say)
+    cache.put(other, token, NOW)
+    assert cache.get(other.id, NOW) is other
+
+
+def test_a_read_older_than_the_remembered_changes_is_not_kept() -> None:
+    cache, _ = listening_cache(capacity=2)
+    t = ticket()
+    token = cache.begin()
+    cache.changed(t.id)
+    cache.changed(ticket().id)
+    cache.changed(ticket().id)  # t's change is forgotten: the read might predate it
     cache.put(t, token, NOW)
     assert cache.get(t.id, NOW) is None
     cache.put(t, cache.begin(), NOW)
     assert cache.get(t.id, NOW) is t
-    cache.changed(t.id)
-    assert cache.get(t.id, NOW) is None
+
+    token = cache.begin()
+    cache.changed(None)  # anything may have changed
+    cache.put(ticket(), token, NOW)
+    assert len(cache) == 0
 
 
 def test_nothing_is_answered_or_kept_unless_the_listener_proved_itself_lately() -> None:

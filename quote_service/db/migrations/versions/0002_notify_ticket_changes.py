@@ -2,12 +2,13 @@
 
 The quote service's processes hold tickets they read lately (quote_service.db.ticket_cache)
 and drop one when told it changed, whoever changed it: ConsumeQuote in another process, the
-cleanup job marking a quote EXPIRED, an operator by hand. Every update notifies, and so does
+cleanup job marking a quote EXPIRED, an operator by hand. Every update notifies (the cleanup's
+expiry marks: once per quote never consumed, in bursts the listeners drop per id), and so does
 every delete except of an EXPIRED quote: no process holds one (the cache refuses them), and the
 cleanup job deletes them by the tens of thousands a second (a notification each would flood
-every listener). A TRUNCATE notifies once with an empty payload: every process forgets all.
-No condition reads a clock, so a process's clock and the database's need not agree. Nothing is
-added to inserts, CreateQuote's hot path.
+every listener, each quote a second time). A TRUNCATE notifies once with an empty payload:
+every process forgets all. No condition reads a clock, so a process's clock and the database's
+need not agree. Nothing is added to inserts, CreateQuote's hot path.
 
 Revision ID: 0002_notify_ticket_changes
 Revises: 0001_create_quote_tickets
