@@ -143,7 +143,6 @@ class ChangeListener:
         self._retry_s = retry_s
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
-        self.backend_pid: int | None = None  # of the LISTENing connection (tests end it)
 
     async def start(self, wait_s: float = 5.0) -> None:
         """Start listening; wait up to `wait_s` for the first LISTEN (the cache serves nothing
@@ -188,7 +187,6 @@ class ChangeListener:
         try:
             async with asyncio.timeout(timeout):
                 await conn.execute(f"LISTEN {CHANNEL}")
-            self.backend_pid = conn.info.backend_pid
             # Anything held before this LISTEN may have missed a notification.
             self._cache.changed(None)
             self._cache.alive()
