@@ -35,6 +35,8 @@ def main() -> None:
             os.environ.get("ENVOY_LOG_LEVEL", "warn"),
             "--drain-time-s",
             "5",
+            "--concurrency",
+            str(settings.concurrency),
         ],
     )
 

@@ -53,6 +53,13 @@ class GatewaySettings(BaseSettings):
         " the right; 0 = the connection's peer, X-Forwarded-For ignored.",
     )
     health_interval_s: float = Field(2.0, gt=0, description="Active gRPC health check interval.")
+    concurrency: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Envoy worker threads (--concurrency): the CPUs the gateway may use. Envoy's"
+        " own default is one per hardware thread of the host, whatever the container's limit.",
+    )
     reason_status: str = Field(
         "IDEMPOTENCY_KEY_REUSED=422,IDEMPOTENCY_REQUEST_IN_PROGRESS=409,QUOTE_CONSUMED=409,"
         "RAMP_NOT_INITIAL=409,RAMP_ALREADY_STARTED=409,EPHEMERAL_NOT_FRESH=409",

@@ -57,6 +57,8 @@ def start_gateway(workdir: Path, wait_healthy: bool = True, **overrides: Any) ->
             "warn",
             "--drain-time-s",
             "1",
+            "--concurrency",
+            str(settings.concurrency),
         ],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,

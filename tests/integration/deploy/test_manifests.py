@@ -189,6 +189,16 @@ def test_gateway_takes_the_client_address_from_the_proxies_it_trusts(
     assert hcm["xff_num_trusted_hops"] == hops
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_runs_one_envoy_worker_per_cpu_of_its_limit(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    (container,) = pod_spec(by_kind(rendered[overlay], "Deployment")["gateway"])["containers"]
+    args, limit = container["args"], str(container["resources"]["limits"]["cpu"])
+    millis = int(limit[:-1]) if limit.endswith("m") else int(float(limit) * 1000)
+    assert int(args[args.index("--concurrency") + 1]) == max(1, -(-millis // 1000))
+
+
 def test_a_misspelt_overlay_gateway_setting_is_an_error(tmp_path: Path) -> None:
     env = tmp_path / "gateway.env"
     env.write_text("# comment\nGATEWAY_XFF_TRUSTED_HOPS=1\n")

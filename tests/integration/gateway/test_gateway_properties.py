@@ -211,3 +211,22 @@ def test_concurrent_requests_spread_over_several_upstream_connections(
         gateway.stop()
         aio_loop.run(upstream.stop(0))
     assert len(slow.peers) >= 4, slow.peers
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+def test_envoy_runs_as_many_worker_threads_as_configured(
+    concurrency: int | None, aio_loop: LoopThread, tmp_path: Path
+) -> None:
+    """GATEWAY_CONCURRENCY (1 by default) reaches Envoy's command line: left to itself Envoy
+    starts a worker per hardware thread of the host, whatever the CPUs it may use."""
+    upstream = aio_loop.run(serve_quote_standin(MetadataEcho()))
+    overrides = {} if concurrency is None else {"concurrency": concurrency}
+    gateway = start_gateway(
+        tmp_path, True, quote_upstream=f"127.0.0.1:{upstream.port}", ramp_upstream="", **overrides
+    )
+    try:
+        info = httpx.get(f"{gateway.admin_url}/server_info", timeout=5).json()
+    finally:
+        gateway.stop()
+        aio_loop.run(upstream.stop(0))
+    assert info["command_line_options"]["concurrency"] == (concurrency or 1)
