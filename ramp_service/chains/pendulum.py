@@ -29,7 +29,7 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
 from substrateinterface.utils.hasher import blake2_128_concat, xxh128
 from substrateinterface.utils.ss58 import ss58_decode
-from websocket import WebSocketException
+from websocket import WebSocketException, WebSocketTimeoutException
 
 from ramp_service.chains.errors import RecoverableError, UnrecoverableError
 from service_kit.errors import FieldViolation, InvalidInput
@@ -275,7 +275,7 @@ class PendulumChain:
         except TimeoutError as exc:
             raise RecoverableError("PENDULUM_TIMEOUT", f"no answer in {self._timeout_s}s") from exc
         except CONNECTION_ERRORS as exc:
-            raise _unreachable(exc) from exc
+            raise _network_error(exc) from exc
         except SubstrateRequestException as exc:
             raise _classified(exc) from exc
 
@@ -286,7 +286,7 @@ class PendulumChain:
         try:
             return await asyncio.to_thread(work)
         except CONNECTION_ERRORS as exc:
-            raise _unreachable(exc) from exc
+            raise _network_error(exc) from exc
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -688,8 +688,13 @@ def _free_units(stored: str | None) -> int:
     return int.from_bytes(raw[16:32], "little")
 
 
-def _unreachable(exc: BaseException) -> RecoverableError:
-    """A lost or refused connection to the node, as the processor and register report it."""
+def _network_error(exc: BaseException) -> RecoverableError:
+    """A failed network call as the processor and register report it: the socket's own read
+    timeout (the adapter's timeout, in the call's thread) is PENDULUM_TIMEOUT, as when the
+    loop's deadline fires first (which of the two comes first is a race on a busy machine);
+    a lost or refused connection is PENDULUM_UNREACHABLE."""
+    if isinstance(exc, WebSocketTimeoutException | TimeoutError):
+        return RecoverableError("PENDULUM_TIMEOUT", f"no answer in time: {str(exc)[:160]}")
     return RecoverableError("PENDULUM_UNREACHABLE", str(exc)[:200])
 
 
