@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -42,3 +43,13 @@ class FakeClock:
     def advance(self, **delta: float) -> None:
         """Move forward by a timedelta given as keyword arguments."""
         self.now += timedelta(**delta)
+
+
+def eventually(
+    done: Callable[[], bool], what: str, within_s: float = 10, every_s: float = 0.05
+) -> None:
+    """Poll `done` every `every_s` until it holds; fail naming `what` after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(every_s)

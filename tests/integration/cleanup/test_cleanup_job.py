@@ -21,8 +21,7 @@ from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.config import QuoteSettings
 from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.grpc_server import RunningServer
-from tests.integration.conftest import start_quote_server
-from tests.support.aio import FakeClock, LoopThread
+from tests.support.aio import LoopThread
 from tests.support.quotes import sell_request
 from tests.support.ramps import buy_record, sell_record
 
@@ -304,23 +303,15 @@ def test_unreachable_database_exits_non_zero_with_a_clear_line() -> None:
 
 
 @pytest.fixture
-def uncached_quote_server(
-    database_url: str, clock: FakeClock, aio_loop: LoopThread
-) -> Iterator[RunningServer]:
+def quote_settings(quote_settings: QuoteSettings) -> QuoteSettings:
     """The quote service with its ticket cache off: each GetQuote reads the table the job
     deletes from (with the cache on it would not read the database at all)."""
-    settings = QuoteSettings(
-        database_url=database_url, grpc_port=0, log_rpcs=False, quote_cache_size=0
-    )
-    running = start_quote_server(settings, clock, aio_loop)
-    yield running
-    aio_loop.run(running.stop(0))
+    return quote_settings.model_copy(update={"quote_cache_size": 0})
 
 
 def test_status_polling_keeps_working_while_100k_rows_are_deleted(
-    pg: psycopg.Connection, engine: Engine, uncached_quote_server: RunningServer
+    pg: psycopg.Connection, engine: Engine, quote_server: RunningServer
 ) -> None:
-    quote_server = uncached_quote_server
     seed_quotes(pg, "EXPIRED", NOW - timedelta(days=100), 100_000)
     with grpc.insecure_channel(f"127.0.0.1:{quote_server.port}") as channel:
         stub = quote_pb2_grpc.QuoteServiceStub(channel)

@@ -19,10 +19,10 @@ KILL = (
 
 
 @pytest.fixture
-def quote_settings(database_url: str) -> QuoteSettings:
+def quote_settings(quote_settings: QuoteSettings) -> QuoteSettings:
     """Without the ticket cache: every GetQuote here must reach the pool under test (the
     cache's own loss of its connection: tests/integration/quote/test_ticket_cache.py)."""
-    return QuoteSettings(database_url=database_url, grpc_port=0, log_rpcs=False, quote_cache_size=0)
+    return quote_settings.model_copy(update={"quote_cache_size": 0})
 
 
 def terminate_service_connections(database_url: str) -> int:

@@ -6,7 +6,6 @@ A held ticket is told apart from a database read with a table lock the read woul
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from quote_service.db.ticket_cache import ChangeListener, TicketCache
 from service_kit.db import libpq_url
 from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_quote_server
-from tests.support.aio import FakeClock, LoopThread
+from tests.support.aio import FakeClock, LoopThread, eventually
 from tests.support.grpc_errors import failure
 from tests.support.quotes import sell_request
 
@@ -65,15 +64,6 @@ def held(stub: Stub, quote_id: str, database_url: str) -> bool:
     return True
 
 
-def until(condition: object, seconds: float = 5.0) -> float:
-    """Seconds until `condition()` held; fails after `seconds`."""
-    started = time.monotonic()
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() - started < seconds, "condition never held"
-        time.sleep(0.005)
-    return time.monotonic() - started
-
-
 def sql(database_url: str, statement: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         cursor = conn.execute(statement, args)  # type: ignore[arg-type]
@@ -93,7 +83,9 @@ def test_a_consume_in_one_process_reaches_the_ticket_another_holds(
     )
     # The consuming process reads its own write at once; the other once notified.
     assert get(quote_stub, created.id).status == quote_pb2.Quote.CONSUMED
-    until(lambda: get(other, created.id).status == quote_pb2.Quote.CONSUMED)
+    eventually(
+        lambda: get(other, created.id).status == quote_pb2.Quote.CONSUMED, "consumed", 5, 0.005
+    )
     assert held(other, created.id, database_url)  # and holds the consumed ticket again
 
 
@@ -118,15 +110,19 @@ def test_any_writer_s_change_reaches_a_held_ticket(
     sql(database_url, "UPDATE quote.quote_tickets SET status = 'EXPIRED' WHERE id = %s", revoked)
     sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", deleted)
 
-    until(lambda: get(quote_stub, consumed).status == quote_pb2.Quote.CONSUMED)
-    until(lambda: get(quote_stub, revoked).status == quote_pb2.Quote.EXPIRED)
+    eventually(
+        lambda: get(quote_stub, consumed).status == quote_pb2.Quote.CONSUMED, "consumed", 5, 0.005
+    )
+    eventually(
+        lambda: get(quote_stub, revoked).status == quote_pb2.Quote.EXPIRED, "revoked", 5, 0.005
+    )
     assert not held(quote_stub, revoked, database_url)  # stored EXPIRED: never held
-    until(lambda: gone(quote_stub, deleted))
+    eventually(lambda: gone(quote_stub, deleted), "deleted", 5, 0.005)
 
     get(quote_stub, consumed)  # every notification is in: this read is kept
     assert held(quote_stub, consumed, database_url)
     sql(database_url, "TRUNCATE quote.quote_tickets")
-    until(lambda: gone(quote_stub, consumed))
+    eventually(lambda: gone(quote_stub, consumed), "truncated", 5, 0.005)
 
 
 def gone(stub: Stub, quote_id: str) -> bool:
@@ -177,7 +173,7 @@ def test_a_lost_listener_turns_the_cache_off_until_it_listens_again(
         pids = sql(database_url, f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS}")
         return bool(pids) and pids[0][0] != old_pid
 
-    until(relistening)
+    eventually(relistening, "a new listener", 5, 0.005)
     assert not held(quote_stub, created.id, database_url)
     assert get(quote_stub, created.id) == created  # read again, and held again
     assert held(quote_stub, created.id, database_url)
@@ -214,4 +210,9 @@ def test_stop_ends_the_listener_and_its_connection_even_if_a_cancellation_is_los
 
     aio_loop.run(start_then_stop())
     assert listener.swallowed and not cache.serving
-    until(lambda: not sql(database_url, f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS}"))
+    eventually(
+        lambda: not sql(database_url, f"SELECT pid FROM pg_stat_activity WHERE {LISTENERS}"),
+        "the listener's connection closed",
+        5,
+        0.005,
+    )

@@ -4,9 +4,8 @@ blocks, `dev_blockAfter`) so each one happens every time, not now and then."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -55,7 +54,7 @@ from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, create_engine
 from service_kit.errors import Conflict, PreconditionFailed
 from tests.integration.devnet.conftest import Node
-from tests.support.aio import FakeClock, LoopThread
+from tests.support.aio import FakeClock, LoopThread, eventually
 from tests.support.http_apps import serve
 from tests.support.ramps import buy_record, error_reasons, insert_at, sell_record
 
@@ -127,13 +126,6 @@ def processor(
         ProcessorConfig(default_policy=RetryPolicy(), policies=policies or {}),
         metrics or WorkerMetrics(),
     )
-
-
-def eventually(done: Callable[[], bool], what: str, within_s: float = 10) -> None:
-    deadline = time.monotonic() + within_s
-    while not done():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def ephemeral(node: Node, pen: str = "10") -> Keypair:
