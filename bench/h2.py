@@ -21,7 +21,14 @@ from bench.loadgen import CALLS, Result, histogram, result
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "build" / "h2gen"
-CONNECTIONS = 4  # clients arrive over several connections (Envoy keeps one per worker thread)
+# Clients arrive over many connections. The services run one process per core on one port
+# (SO_REUSEPORT), and the kernel hashes each connection to one of them: over four connections
+# four runs in five left one process with three or all four of them and the machine 25-30%
+# idle; over sixteen the split was at worst 11:6. The bare echo server is one process, so its
+# connections cannot be unbalanced, and it reached 6% more over four (probe, README
+# "Performance"): it keeps four, the baseline at its best.
+CONNECTIONS = 16
+ECHO_CONNECTIONS = 4
 
 Request = tuple[str, bytes]  # HTTP/2 :path and body
 
@@ -43,12 +50,13 @@ class Target:
     port: int
     grpc: bool
     host: str = "127.0.0.1"
+    connections: int = CONNECTIONS
 
     @classmethod
-    def of(cls, address: str, grpc: bool) -> Target:
+    def of(cls, address: str, grpc: bool, connections: int = CONNECTIONS) -> Target:
         """From "host:port" or "http://host:port"."""
         host, _, port = address.removeprefix("http://").rstrip("/").rpartition(":")
-        return cls(int(port), grpc, host)
+        return cls(int(port), grpc, host, connections)
 
 
 class Generator:
@@ -80,7 +88,7 @@ class Launch:
         seconds: float,
         concurrency: int = 32,
         rate: float | None = None,
-        connections: int = CONNECTIONS,
+        connections: int | None = None,
         completions: bool = False,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="h2gen-")
@@ -104,7 +112,7 @@ class Launch:
                 "--seconds",
                 str(seconds),
                 "--connections",
-                str(connections),
+                str(connections or target.connections),
                 "--latencies",
                 str(self._work / "latencies"),
                 *(["--grpc"] if target.grpc else []),

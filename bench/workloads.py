@@ -62,14 +62,19 @@ QUOTES = f"/{QUOTE_SERVICE}/"  # method paths: /package.Service/Method
 RAMPS = f"/{RAMP_SERVICE}/"
 
 
+def echo_target(address: str) -> h2.Target:
+    """The echo server, over the connections it does best with (h2.ECHO_CONNECTIONS)."""
+    return h2.Target.of(address, grpc=True, connections=h2.ECHO_CONNECTIONS)
+
+
 def echo(address: str, seconds: float) -> tuple[Result, Result]:
     """The bare grpc.aio echo server through the same load generator."""
-    return h2.measure(h2.Target.of(address, grpc=True), [ECHO], seconds)
+    return h2.measure(echo_target(address), [ECHO], seconds)
 
 
 def echo_peak(address: str, seconds: float) -> Result:
     """The echo server's peak alone (a baseline round beside a workload)."""
-    return h2.run(h2.Target.of(address, grpc=True), [ECHO], seconds=seconds)
+    return h2.run(echo_target(address), [ECHO], seconds=seconds)
 
 
 def echo_select(address: str, seconds: float) -> tuple[Result, Result]:

@@ -6,11 +6,12 @@ import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from quote_service.db.repository import consume_if_pending, fetch_ticket, insert_ticket
+from quote_service.db.repository import consume_if_pending, fetch_ticket
 from quote_service.db.ticket_cache import TicketCache
 from quote_service.domain.errors import QuoteNotFound
 from quote_service.domain.pricing import PriceSource, PricingConfig, QuoteRequest, price_quote
 from quote_service.domain.quote import QuoteTicket, new_ticket, parse_quote_id, parse_ramp_id
+from service_kit.coalesce import Coalescer
 from service_kit.db import DirectPool
 from service_kit.errors import Conflict
 
@@ -32,6 +33,7 @@ class QuoteService:
         price_source: PriceSource,
         ttl: timedelta,
         cache: TicketCache,
+        writer: Coalescer[QuoteTicket, None],
         clock: Clock = utc_now,
     ) -> None:
         # Every use case is one or two single statements: no transaction, no ORM (DirectPool).
@@ -40,6 +42,7 @@ class QuoteService:
         self._price_source = price_source
         self._ttl = ttl
         self._cache = cache  # GetQuote's tickets, dropped when PostgreSQL says they changed
+        self._writer = writer  # CreateQuote's inserts, group-committed
         self._clock = clock
 
     async def create_quote(self, request: QuoteRequest) -> QuoteTicket:
@@ -48,8 +51,7 @@ class QuoteService:
         now = self._clock()
         ticket = new_ticket(request, price, now, self._ttl)
         token = self._cache.begin()
-        async with self._direct.connection() as conn:
-            await insert_ticket(conn, ticket)
+        await self._writer.submit(ticket)  # committed when it returns
         self._cache.put(ticket, token, now)  # the creator often reads it back next
         return ticket
 

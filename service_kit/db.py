@@ -90,6 +90,13 @@ async def connect_direct(settings: ServiceSettings, application_name: str) -> As
     )
 
 
+def one_items_fault(exc: Exception) -> bool:
+    """Whether a batched statement's failure may be one item's own (bad data, a constraint),
+    not the connection's or the server's: then its items are retried one by one
+    (`service_kit.coalesce.Coalescer`'s `alone`)."""
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+
+
 class DirectPool:
     """Autocommit psycopg connections for the hottest single-statement paths (GetQuote,
     CreateQuote, GetRamp): no ORM session, no greenlet hop and no reset around each call —

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ramp_service.db.repository import fetch_records
 from ramp_service.domain.ramp import RampRecord
-from ramp_service.worker.coalesce import Coalescer
+from service_kit.coalesce import Coalescer
 from service_kit.db import DirectPool
 
 

@@ -13,14 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import RampErrorRow, RampRow
 from ramp_service.domain.flows import ABORTED_STATUSES
-from ramp_service.worker.coalesce import Coalescer
-from service_kit.db import DirectPool
+from service_kit.coalesce import Coalescer
+from service_kit.db import DirectPool, one_items_fault
 
 CLAIM_SQL = """
     WITH due AS (
@@ -139,12 +138,6 @@ def _storable(text: str, limit: int) -> str:
     """`text` as a PostgreSQL text column takes it: no NUL (nor jsonb its escape), at most
     `limit` characters."""
     return text.replace("\x00", "")[:limit]
-
-
-def one_items_fault(exc: Exception) -> bool:
-    """Whether a batched statement's failure may be one item's own (bad data, a constraint),
-    not the connection's or the server's: then its items are retried one by one."""
-    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
 class WorkQueue:

@@ -1,13 +1,14 @@
-"""The coalescer: concurrent submissions in one loop turn share one batch call."""
+"""The coalescer: concurrent submissions share one batch call (per loop turn, or behind a batch
+in flight when the in-flight count is limited: group commit)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from ramp_service.worker.coalesce import Coalescer
+from service_kit.coalesce import Coalescer
 
 
 def test_submissions_of_one_turn_form_one_batch_and_get_their_own_answers() -> None:
@@ -101,3 +102,120 @@ def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
         return [await tasks[0], await tasks[2]]
 
     assert asyncio.run(main()) == [0, 2]
+
+
+def _gated() -> tuple[
+    list[list[int]], asyncio.Event, Callable[[Sequence[int]], Awaitable[list[int]]]
+]:
+    """A batch function that records its batches and holds each until `gate` is set."""
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def hold(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        await gate.wait()
+        return [i * 10 for i in items]
+
+    return batches, gate, hold
+
+
+def test_with_one_in_flight_the_items_behind_it_go_together_as_the_next_batch() -> None:
+    async def main() -> tuple[list[list[int]], list[int], int]:
+        batches, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1)
+        first = asyncio.ensure_future(coalescer.submit(0))
+        await asyncio.sleep(0.01)  # the first batch is out, alone
+        assert batches == [[0]]
+        later = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 6)]
+        for _ in range(5):  # arrivals in separate turns (as grpc.aio starts each RPC)
+            await asyncio.sleep(0)
+        assert batches == [[0]]  # nothing more goes out while one is in flight
+        gate.set()
+        answers = [await first, *[await task for task in later]]
+        return batches, answers, coalescer.items
+
+    batches, answers, items = asyncio.run(main())
+    assert batches == [[0], [1, 2, 3, 4, 5]]
+    assert answers == [0, 10, 20, 30, 40, 50] and items == 6
+
+
+def test_an_item_alone_goes_at_once_even_with_an_in_flight_limit() -> None:
+    """Nothing waits for a batch to fill: with nothing in flight, the next turn sends it."""
+    batches: list[list[int]] = []
+
+    async def record(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return list(items)
+
+    async def main() -> list[int]:
+        coalescer: Coalescer[int, int] = Coalescer(record, max_in_flight=1, max_batch=8)
+        return [await coalescer.submit(i) for i in range(3)]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert batches == [[0], [1], [2]]
+
+
+def test_max_batch_splits_what_piled_up_and_max_in_flight_bounds_the_batches_out() -> None:
+    async def main() -> tuple[list[list[int]], list[int], list[int]]:
+        batches, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(
+            hold,
+            max_in_flight=2,
+            max_batch=3,
+        )
+        tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(8)]
+        await asyncio.sleep(0.01)
+        out_while_held = [len(b) for b in batches]
+        gate.set()
+        answers = [await task for task in tasks]
+        return batches, out_while_held, answers
+
+    batches, out_while_held, answers = asyncio.run(main())
+    assert out_while_held == [3, 3]  # two out, at most three items each; two more wait
+    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert answers == [i * 10 for i in range(8)]
+
+
+def test_a_caller_cancelled_while_waiting_behind_a_batch_is_left_out_of_the_next() -> None:
+    async def main() -> tuple[list[list[int]], list[int]]:
+        batches, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1)
+        tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1)]
+        await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(coalescer.submit(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        tasks[2].cancel()  # item 2 gives up while item 0's batch is out
+        gate.set()
+        await coalescer.wait_idle()
+        return batches, [await tasks[i] for i in (0, 1, 3)]
+
+    batches, answers = asyncio.run(main())
+    assert batches == [[0], [1, 3]]
+    assert answers == [0, 10, 30]
+
+
+def test_wait_idle_returns_once_everything_submitted_was_answered() -> None:
+    async def main() -> tuple[bool, list[int]]:
+        _, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1)
+        tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(4)]
+        await asyncio.sleep(0.01)
+        idle = asyncio.ensure_future(coalescer.wait_idle())
+        await asyncio.sleep(0.01)
+        waiting = not idle.done()
+        gate.set()
+        await asyncio.wait_for(idle, 5)
+        return waiting, [task.result() for task in tasks]  # all done: result() does not wait
+
+    waiting, answers = asyncio.run(main())
+    assert waiting and answers == [0, 10, 20, 30]
+
+
+def test_limits_below_one_are_refused() -> None:
+    async def nothing(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    with pytest.raises(ValueError):
+        Coalescer(nothing, max_in_flight=0)
+    with pytest.raises(ValueError):
+        Coalescer(nothing, max_batch=0)

@@ -1,0 +1,116 @@
+"""Coalescing of concurrent calls into one round trip.
+
+A processor drives its claimed ramps concurrently; on cheap phases they reach their next write
+in the same event-loop turn. `Coalescer` gathers the items submitted during one turn and hands
+them to a batch function once, at the start of the next turn; every caller still awaits its own
+item's answer, so nothing a caller does next happens before its own write is durable: only the
+round trip and the commit are shared.
+
+With `max_in_flight`, a batch is sent only while fewer than that many are out; items submitted
+meanwhile wait for one to return and then go together (at most `max_batch` to a batch). That is
+group commit: under a light load each item goes alone at once, under a burst the items that
+pile up behind a round trip share the next one (CreateQuote's inserts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+
+
+class Coalescer(Generic[Item, Answer]):
+    """`await submit(item)` runs `batch([... items submitted together ...])` once and returns
+    this item's answer (the batch returns one answer per item, in order). A failing batch
+    raises its exception in every caller of that batch, unless `alone(exc)` says the failure
+    may be one item's own (bad data, not a lost connection): then each item is run as a batch
+    of its own, so one bad item fails only its own caller. The batch must be atomic (a single
+    statement) for that retry to be safe. A caller cancelled before its batch was sent is left
+    out of it."""
+
+    def __init__(
+        self,
+        batch: Callable[[Sequence[Item]], Awaitable[Sequence[Answer]]],
+        alone: Callable[[Exception], bool] = lambda exc: False,
+        *,
+        max_in_flight: int | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        if (max_in_flight is not None and max_in_flight < 1) or (
+            max_batch is not None and max_batch < 1
+        ):
+            raise ValueError("max_in_flight and max_batch must be at least 1")
+        self._batch = batch
+        self._alone = alone
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+        self.batches = 0  # batches sent, and the items in them (tests, probes)
+        self.items = 0
+
+    async def submit(self, item: Item) -> Answer:
+        """Queue `item` for the next batch; its answer."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._schedule()
+        return await future
+
+    async def wait_idle(self) -> None:
+        """Until nothing is pending or on its way (a stopping server's last writes)."""
+        while self._flushes or self._pending or self._scheduled:
+            if self._flushes:
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+            else:
+                self._schedule()
+                await asyncio.sleep(0)
+
+    def _room(self) -> bool:
+        return self._max_in_flight is None or len(self._flushes) < self._max_in_flight
+
+    def _schedule(self) -> None:
+        if self._pending and not self._scheduled and self._room():
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending and self._room():
+            taken = self._pending[: self._max_batch] if self._max_batch else self._pending
+            self._pending = self._pending[len(taken) :]
+            pending = [(item, future) for item, future in taken if not future.done()]
+            if not pending:
+                continue
+            task = asyncio.ensure_future(self._run(pending))
+            self._flushes.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._schedule()  # what piled up behind it goes next
+
+    async def _run(self, pending: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
+        self.batches += 1
+        self.items += len(pending)
+        try:
+            answers = await self._batch([item for item, _ in pending])
+            if len(answers) != len(pending):
+                raise RuntimeError(f"batch answered {len(answers)} of {len(pending)} items")
+        except BaseException as exc:
+            if len(pending) > 1 and isinstance(exc, Exception) and self._alone(exc):
+                for one in pending:  # find the item it was: each alone
+                    await self._run([one])
+                return
+            for _, future in pending:  # every caller learns why its write did not happen
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), answer in zip(pending, answers, strict=True):
+            if not future.done():  # a cancelled caller no longer waits
+                future.set_result(answer)
