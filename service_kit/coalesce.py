@@ -28,8 +28,9 @@ class Coalescer(Generic[Item, Answer]):
     raises its exception in every caller of that batch, unless `alone(exc)` says the failure
     may be one item's own (bad data, not a lost connection): then each item is run as a batch
     of its own, so one bad item fails only its own caller. The batch must be atomic (a single
-    statement) for that retry to be safe. A caller cancelled before its batch was sent is left
-    out of it."""
+    statement) for that retry to be safe. Cancelling a caller ends its wait, not its write: an
+    item submitted goes out with its batch (a lease release in a cancelled ramp's `finally`
+    still happens)."""
 
     def __init__(
         self,
@@ -82,10 +83,7 @@ class Coalescer(Generic[Item, Answer]):
         while self._pending and self._room():
             taken = self._pending[: self._max_batch] if self._max_batch else self._pending
             self._pending = self._pending[len(taken) :]
-            pending = [(item, future) for item, future in taken if not future.done()]
-            if not pending:
-                continue
-            task = asyncio.ensure_future(self._run(pending))
+            task = asyncio.ensure_future(self._run(taken))
             self._flushes.add(task)  # keep a reference until it is done
             task.add_done_callback(self._finished)
 

@@ -176,22 +176,24 @@ def test_max_batch_splits_what_piled_up_and_max_in_flight_bounds_the_batches_out
     assert answers == [i * 10 for i in range(8)]
 
 
-def test_a_caller_cancelled_while_waiting_behind_a_batch_is_left_out_of_the_next() -> None:
-    async def main() -> tuple[list[list[int]], list[int]]:
+def test_a_caller_cancelled_while_waiting_behind_a_batch_still_has_its_item_written() -> None:
+    """Cancelling ends the wait, not the write (a release in a cancelled ramp's `finally`)."""
+
+    async def main() -> tuple[list[list[int]], list[int], bool]:
         batches, gate, hold = _gated()
         coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1)
-        tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1)]
+        tasks = [asyncio.ensure_future(coalescer.submit(0))]
         await asyncio.sleep(0.01)
         tasks += [asyncio.ensure_future(coalescer.submit(i)) for i in (1, 2, 3)]
         await asyncio.sleep(0.01)
         tasks[2].cancel()  # item 2 gives up while item 0's batch is out
         gate.set()
         await coalescer.wait_idle()
-        return batches, [await tasks[i] for i in (0, 1, 3)]
+        return batches, [await tasks[i] for i in (0, 1, 3)], tasks[2].cancelled()
 
-    batches, answers = asyncio.run(main())
-    assert batches == [[0], [1, 3]]
-    assert answers == [0, 10, 30]
+    batches, answers, cancelled = asyncio.run(main())
+    assert batches == [[0], [1, 2, 3]]
+    assert answers == [0, 10, 30] and cancelled
 
 
 def test_wait_idle_returns_once_everything_submitted_was_answered() -> None:
