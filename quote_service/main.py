@@ -67,7 +67,7 @@ def create_server(
         settings.grpc_host,
         settings.grpc_port,
         lambda server: quote_pb2_grpc.add_QuoteServiceServicer_to_server(
-            QuoteServicer(service), server
+            QuoteServicer(service, settings.quote_cache_size), server
         ),
         [SERVICE_NAME],
         log_rpcs=settings.log_rpcs,

@@ -5,6 +5,8 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
@@ -12,6 +14,7 @@ from quote_service.domain.pricing import QuoteRequest
 from quote_service.domain.quote import QuoteTicket
 from quote_service.service import QuoteService
 from service_kit.protobuf import timestamp
+from service_kit.rendered import Rendered
 
 
 def quote_to_proto(ticket: QuoteTicket) -> quote_pb2.Quote:
@@ -50,8 +53,13 @@ def _amount(value: object) -> str:
 class QuoteServicer(quote_pb2_grpc.QuoteServiceServicer):
     """Translates RPCs to `QuoteService` use cases."""
 
-    def __init__(self, service: QuoteService) -> None:
+    def __init__(self, service: QuoteService, held: int = 4096) -> None:
         self._service = service
+        # Quote messages as last rendered, tagged with the ticket object each came from: a
+        # ticket is immutable, and the cache answers the very object it holds until the quote
+        # changes, so the same object means the same message (rendering was 7% of GetQuote's
+        # samples, py-spy). A ticket read from the database is a new object: rendered anew.
+        self._rendered: Rendered[uuid.UUID, QuoteTicket, quote_pb2.Quote] = Rendered(held)
 
     async def CreateQuote(
         self, request: quote_pb2.CreateQuoteRequest, context: grpc.aio.ServicerContext
@@ -72,12 +80,20 @@ class QuoteServicer(quote_pb2_grpc.QuoteServiceServicer):
                 partner_id=request.partner_id,
             )
         )
-        return quote_to_proto(ticket)
+        return self._render(ticket)  # held: its creator often reads it back next
 
     async def GetQuote(
         self, request: quote_pb2.GetQuoteRequest, context: grpc.aio.ServicerContext
     ) -> quote_pb2.Quote:
-        return quote_to_proto(await self._service.get_quote(request.id))
+        return self._render(await self._service.get_quote(request.id))
+
+    def _render(self, ticket: QuoteTicket) -> quote_pb2.Quote:
+        held = self._rendered.get(ticket.id)
+        if held is not None and held[0] is ticket:
+            return held[1]
+        message = quote_to_proto(ticket)
+        self._rendered.put(ticket.id, ticket, message)
+        return message
 
     async def ConsumeQuote(
         self, request: quote_pb2.ConsumeQuoteRequest, context: grpc.aio.ServicerContext

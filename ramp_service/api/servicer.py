@@ -5,7 +5,6 @@ Domain errors propagate to `service_kit.grpc_server.ServiceInterceptor`, which m
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import datetime
 
 import grpc
@@ -23,6 +22,7 @@ from ramp_service.idempotency import IdempotencyStore
 from ramp_service.service import RampService, RegisterCommand
 from service_kit.errors import FieldViolation
 from service_kit.protobuf import timestamp
+from service_kit.rendered import Rendered
 
 IDEMPOTENCY_KEY = "idempotency-key"
 
@@ -150,40 +150,16 @@ def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-class Rendered:
-    """The Ramp messages this process last rendered, by id, with the version each shows (a
-    bounded LRU). A poll of a ramp that has not changed since answers the same message after one
-    cheap version read, instead of aggregating and rendering the whole ramp again; any change,
-    by any writer, changes the version (see repository.VERSION_EXPR). The messages are shared
-    and never modified after rendering."""
-
-    def __init__(self, capacity: int = 2048) -> None:
-        self._entries: OrderedDict[str, tuple[str, ramp_pb2.Ramp]] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, ramp_id: str) -> tuple[str, ramp_pb2.Ramp] | None:
-        entry = self._entries.get(ramp_id)
-        if entry is not None:
-            self._entries.move_to_end(ramp_id)
-        return entry
-
-    def put(self, ramp_id: str, version: str, message: ramp_pb2.Ramp) -> None:
-        self._entries[ramp_id] = (version, message)
-        self._entries.move_to_end(ramp_id)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-    def drop(self, ramp_id: str) -> None:
-        self._entries.pop(ramp_id, None)
-
-
 class RampServicer(ramp_pb2_grpc.RampServiceServicer):
     """Translates RPCs to `RampService` use cases."""
 
     def __init__(self, service: RampService, idempotency: IdempotencyStore) -> None:
         self._service = service
         self._idempotency = idempotency
-        self._rendered = Rendered()
+        # Ramp messages as last rendered, tagged with the version each shows: a poll of a ramp
+        # that has not changed since answers the same message after one cheap version read
+        # (any change, by any writer, changes the version: repository.VERSION_EXPR).
+        self._rendered: Rendered[str, str, ramp_pb2.Ramp] = Rendered()
 
     async def RegisterRamp(
         self, request: ramp_pb2.RegisterRampRequest, context: grpc.aio.ServicerContext
