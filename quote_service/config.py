@@ -26,7 +26,7 @@ class QuoteSettings(ServiceSettings):
     quote_insert_batch: int = Field(
         32,
         ge=1,
-        le=256,
+        le=64,  # one prepared statement per batch size and connection (psycopg keeps 100)
         description="Most quotes CreateQuote commits in one INSERT while others are on their way"
         " (1: each quote its own INSERT, at once).",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +19,10 @@ from quote_service.service import Clock, QuoteService, utc_now
 from service_kit.coalesce import Coalescer
 from service_kit.config import load_settings
 from service_kit.db import DirectPool, one_items_fault
+from service_kit.errors import DependencyUnavailable
 from service_kit.grpc_server import RunningServer, build_server, run_service
+
+WAITING_INSERT_BATCHES = 16
 
 SERVICE_NAME = quote_pb2.DESCRIPTOR.services_by_name["QuoteService"].full_name
 
@@ -47,12 +52,19 @@ def create_server(
     # CreateQuote's inserts, group-committed: one on its way at a time per process, the
     # tickets created meanwhile in the next (README, Performance: one in flight kept the
     # batches larger than two did, and won). QUOTE_INSERT_BATCH=1: each at once, alone.
+    # While the database is slow or gone, a quote whose caller gave up is not inserted, and
+    # at most WAITING_INSERT_BATCHES batches' worth wait: more fail at once, retryable.
     batched = settings.quote_insert_batch > 1
     writer: Coalescer[QuoteTicket, None] = Coalescer(
         insert,
         one_items_fault,
         max_in_flight=1 if batched else None,
         max_batch=settings.quote_insert_batch,
+        max_pending=WAITING_INSERT_BATCHES * settings.quote_insert_batch,
+        when_full=lambda: DependencyUnavailable(
+            "DATABASE_BUSY", "too many quotes waiting to be stored; retry"
+        ),
+        drop_cancelled=True,
     )
     service = QuoteService(
         direct,
@@ -77,7 +89,13 @@ def create_server(
         listener = ChangeListener(settings, cache)
         running.warm_up.append(listener.start)
         running.on_stop.append(listener.stop)
-    running.on_stop.append(writer.wait_idle)
+
+    async def last_inserts() -> None:  # after the server's grace: the batch on its way
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.db_statement_timeout_ms / 1000 + 1):
+                await writer.wait_idle()
+
+    running.on_stop.append(last_inserts)
     running.on_stop.append(direct.close)
     return running, service
 

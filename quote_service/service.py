@@ -45,6 +45,11 @@ class QuoteService:
         self._writer = writer  # CreateQuote's inserts, group-committed
         self._clock = clock
 
+    @property
+    def inserts_waiting(self) -> int:
+        """New quotes waiting for the insert on its way to return (tests, probes)."""
+        return self._writer.waiting
+
     async def create_quote(self, request: QuoteRequest) -> QuoteTicket:
         """Price `request` and store it as a PENDING quote."""
         price = price_quote(request, self._pricing, self._price_source)

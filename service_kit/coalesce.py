@@ -9,7 +9,9 @@ round trip and the commit are shared.
 With `max_in_flight`, a batch is sent only while fewer than that many are out; items submitted
 meanwhile wait for one to return and then go together (at most `max_batch` to a batch). That is
 group commit: under a light load each item goes alone at once, under a burst the items that
-pile up behind a round trip share the next one (CreateQuote's inserts).
+pile up behind a round trip share the next one (CreateQuote's inserts). Its bounds for a slow
+or lost database: `max_pending` items may wait (more fail at once with `when_full()`), and with
+`drop_cancelled` an item whose caller gave up before its batch went out is not sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
+Pending = list[tuple[Item, asyncio.Future[Answer]]]
+
 
 class Coalescer(Generic[Item, Answer]):
     """`await submit(item)` runs `batch([... items submitted together ...])` once and returns
@@ -28,9 +32,9 @@ class Coalescer(Generic[Item, Answer]):
     raises its exception in every caller of that batch, unless `alone(exc)` says the failure
     may be one item's own (bad data, not a lost connection): then each item is run as a batch
     of its own, so one bad item fails only its own caller. The batch must be atomic (a single
-    statement) for that retry to be safe. Cancelling a caller ends its wait, not its write: an
-    item submitted goes out with its batch (a lease release in a cancelled ramp's `finally`
-    still happens)."""
+    statement) for that retry to be safe. By default cancelling a caller ends its wait, not its
+    write: an item submitted goes out with its batch (a lease release in a cancelled ramp's
+    `finally` still happens); `drop_cancelled` leaves such items out instead."""
 
     def __init__(
         self,
@@ -39,33 +43,53 @@ class Coalescer(Generic[Item, Answer]):
         *,
         max_in_flight: int | None = None,
         max_batch: int | None = None,
+        max_pending: int | None = None,
+        when_full: Callable[[], Exception] = lambda: RuntimeError("too many items waiting"),
+        drop_cancelled: bool = False,
     ) -> None:
-        if (max_in_flight is not None and max_in_flight < 1) or (
-            max_batch is not None and max_batch < 1
+        for name, limit in (
+            ("max_in_flight", max_in_flight),
+            ("max_batch", max_batch),
+            ("max_pending", max_pending),
         ):
-            raise ValueError("max_in_flight and max_batch must be at least 1")
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be at least 1")
         self._batch = batch
         self._alone = alone
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._max_pending = max_pending
+        self._when_full = when_full
+        self._drop_cancelled = drop_cancelled
+        self._pending: Pending[Item, Answer] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduled = False
-        self.batches = 0  # batches sent, and the items in them (tests, probes)
+        self.batches = 0  # batches sent and the items in them, retries not counted (probes)
         self.items = 0
+
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not yet sent."""
+        return len(self._pending)
 
     async def submit(self, item: Item) -> Answer:
         """Queue `item` for the next batch; its answer."""
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            if self._drop_cancelled:  # those who gave up hold no place
+                self._pending = [entry for entry in self._pending if not entry[1].done()]
+            if len(self._pending) >= self._max_pending:
+                raise self._when_full()
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._schedule()
         return await future
 
     async def wait_idle(self) -> None:
-        """Until nothing is pending or on its way (a stopping server's last writes)."""
+        """Until nothing is pending or on its way (a stopping server's last writes). Cancelling
+        this wait leaves the writes running."""
         while self._flushes or self._pending or self._scheduled:
             if self._flushes:
-                await asyncio.gather(*self._flushes, return_exceptions=True)
+                await asyncio.wait(set(self._flushes))
             else:
                 self._schedule()
                 await asyncio.sleep(0)
@@ -83,6 +107,12 @@ class Coalescer(Generic[Item, Answer]):
         while self._pending and self._room():
             taken = self._pending[: self._max_batch] if self._max_batch else self._pending
             self._pending = self._pending[len(taken) :]
+            if self._drop_cancelled:
+                taken = [(item, future) for item, future in taken if not future.done()]
+                if not taken:
+                    continue
+            self.batches += 1
+            self.items += len(taken)
             task = asyncio.ensure_future(self._run(taken))
             self._flushes.add(task)  # keep a reference until it is done
             task.add_done_callback(self._finished)
@@ -91,9 +121,21 @@ class Coalescer(Generic[Item, Answer]):
         self._flushes.discard(task)
         self._schedule()  # what piled up behind it goes next
 
-    async def _run(self, pending: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
-        self.batches += 1
-        self.items += len(pending)
+    async def _run(self, pending: Pending[Item, Answer]) -> None:
+        try:
+            await self._attempt(pending)
+        except BaseException as exc:  # whatever stopped it (cancelled mid-retry, `alone`
+            for _, future in pending:  # raising): no caller is left waiting for ever
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _attempt(self, pending: Pending[Item, Answer]) -> None:
         try:
             answers = await self._batch([item for item, _ in pending])
             if len(answers) != len(pending):
@@ -101,7 +143,7 @@ class Coalescer(Generic[Item, Answer]):
         except BaseException as exc:
             if len(pending) > 1 and isinstance(exc, Exception) and self._alone(exc):
                 for one in pending:  # find the item it was: each alone
-                    await self._run([one])
+                    await self._attempt([one])
                 return
             for _, future in pending:  # every caller learns why its write did not happen
                 if not future.done():

@@ -99,8 +99,8 @@ def _ticket_values(ticket: QuoteTicket) -> dict[str, object]:
 
 async def insert_tickets(conn: AsyncConnection[Any], tickets: Sequence[QuoteTicket]) -> None:
     """Store new tickets as one prepared multi-row INSERT: one transaction, durable when it
-    returns on an autocommit connection (the hot path of CreateQuote, through
-    `quote_service.db.ticket_writer`)."""
+    returns on an autocommit connection (the hot path of CreateQuote, group-committed by the
+    coalescer `quote_service.main` builds)."""
     params: list[object] = []
     for ticket in tickets:
         values = _ticket_values(ticket)

@@ -126,8 +126,10 @@ def test_with_one_in_flight_the_items_behind_it_go_together_as_the_next_batch() 
         first = asyncio.ensure_future(coalescer.submit(0))
         await asyncio.sleep(0.01)  # the first batch is out, alone
         assert batches == [[0]]
-        later = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 6)]
-        for _ in range(5):  # arrivals in separate turns (as grpc.aio starts each RPC)
+        later = []
+        for i in range(1, 6):  # arrivals in separate turns (as grpc.aio starts each RPC)
+            later.append(asyncio.ensure_future(coalescer.submit(i)))
+            await asyncio.sleep(0)
             await asyncio.sleep(0)
         assert batches == [[0]]  # nothing more goes out while one is in flight
         gate.set()
@@ -221,3 +223,89 @@ def test_limits_below_one_are_refused() -> None:
         Coalescer(nothing, max_in_flight=0)
     with pytest.raises(ValueError):
         Coalescer(nothing, max_batch=0)
+
+
+def test_drop_cancelled_leaves_out_a_caller_who_gave_up_before_its_batch_went_out() -> None:
+    async def main() -> tuple[list[list[int]], list[int]]:
+        batches, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1, drop_cancelled=True)
+        tasks = [asyncio.ensure_future(coalescer.submit(0))]
+        await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(coalescer.submit(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        tasks[2].cancel()
+        gate.set()
+        await coalescer.wait_idle()
+        return batches, [await tasks[i] for i in (0, 1, 3)]
+
+    batches, answers = asyncio.run(main())
+    assert batches == [[0], [1, 3]]
+    assert answers == [0, 10, 30]
+
+
+def test_beyond_max_pending_a_submit_fails_at_once_and_the_cancelled_hold_no_place() -> None:
+    async def main() -> tuple[list[list[int]], str, list[int], int]:
+        batches, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(
+            hold,
+            max_in_flight=1,
+            max_pending=2,
+            when_full=lambda: LookupError("full"),
+            drop_cancelled=True,
+        )
+        first = asyncio.ensure_future(coalescer.submit(0))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.ensure_future(coalescer.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(LookupError) as full:
+            await coalescer.submit(3)
+        waiting[0].cancel()
+        await asyncio.sleep(0)
+        fits = asyncio.ensure_future(coalescer.submit(4))  # item 1 gave up: its place is free
+        await asyncio.sleep(0.01)
+        gate.set()
+        answers = [await first, await waiting[1], await fits]
+        return batches, str(full.value), answers, coalescer.waiting
+
+    batches, full, answers, left = asyncio.run(main())
+    assert full == "full" and answers == [0, 20, 40] and left == 0
+    assert batches == [[0], [2, 4]]
+
+
+def test_cancelling_wait_idle_leaves_the_writes_running() -> None:
+    async def main() -> list[int]:
+        _, gate, hold = _gated()
+        coalescer: Coalescer[int, int] = Coalescer(hold, max_in_flight=1)
+        tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        idle = asyncio.ensure_future(coalescer.wait_idle())
+        await asyncio.sleep(0.01)
+        idle.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        return [await task for task in tasks]
+
+    assert asyncio.run(main()) == [0, 10]
+
+
+def test_alone_raising_reaches_every_caller_and_retries_are_not_counted_as_batches() -> None:
+    async def main() -> tuple[list[object], int, int]:
+        async def strict(items: Sequence[int]) -> list[int]:
+            if 13 in items:
+                raise ValueError("bad item")
+            return list(items)
+
+        def alone(exc: Exception) -> bool:
+            raise RuntimeError("alone() itself failed")
+
+        coalescer: Coalescer[int, int] = Coalescer(strict, alone)
+        answers = await asyncio.gather(
+            *(coalescer.submit(i) for i in (1, 13, 2)), return_exceptions=True
+        )
+        retried: Coalescer[int, int] = Coalescer(strict, lambda exc: True)
+        await asyncio.gather(*(retried.submit(i) for i in (1, 13, 2)), return_exceptions=True)
+        return list(answers), retried.batches, retried.items
+
+    answers, batches, items = asyncio.run(main())
+    assert all(isinstance(a, RuntimeError) for a in answers)
+    assert (batches, items) == (1, 3)  # one batch sent; its row-by-row retry is not another

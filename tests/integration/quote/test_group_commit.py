@@ -5,23 +5,29 @@ committed; one bad row fails only its own caller."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import grpc
 import psycopg
+import pytest
 
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.config import QuoteSettings
 from quote_service.db.repository import fetch_ticket, insert_tickets
 from quote_service.domain.quote import QuoteTicket
+from quote_service.main import WAITING_INSERT_BATCHES, QuoteDeps, create_server
+from quote_service.service import QuoteService
 from service_kit.coalesce import Coalescer
 from service_kit.db import DirectPool, libpq_url, one_items_fault
+from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_quote_server
 from tests.support.aio import FakeClock, LoopThread, eventually
+from tests.support.grpc_errors import failure
 from tests.support.quotes import sell_request
 
 Stub = quote_pb2_grpc.QuoteServiceStub
@@ -39,6 +45,7 @@ def rows_by_transaction(database_url: str) -> list[int]:
 
 
 def waiting_inserts(database_url: str) -> int:
+    """Inserts into quote.quote_tickets waiting for a lock."""
     with psycopg.connect(libpq_url(database_url)) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
@@ -47,31 +54,93 @@ def waiting_inserts(database_url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def test_quotes_created_while_an_insert_waits_are_committed_together_by_the_next(
-    quote_stub: Stub, database_url: str
-) -> None:
-    with psycopg.connect(libpq_url(database_url)) as lock:
-        # Inserts wait on this lock; reads do not.
-        lock.execute("LOCK TABLE quote.quote_tickets IN SHARE MODE")
-        with ThreadPoolExecutor(20) as pool:
-            first = pool.submit(quote_stub.CreateQuote, sell_request("100"), timeout=30)
-            eventually(lambda: waiting_inserts(database_url) == 1, "the first insert waits")
-            rest = [
-                pool.submit(quote_stub.CreateQuote, sell_request(str(101 + i)), timeout=30)
-                for i in range(19)
-            ]
-            time.sleep(0.5)  # the 19 are queued behind the first insert, not sent
-            assert waiting_inserts(database_url) == 1
-            assert not first.done() and not any(f.done() for f in rest)  # none is committed
-            lock.rollback()
-            created = [first.result(), *(f.result() for f in rest)]
+@dataclasses.dataclass
+class Served:
+    stub: Stub
+    service: QuoteService
 
-    assert rows_by_transaction(database_url) == [1, 19]
-    for quote in created:  # each caller got its own quote, stored as answered
-        stored = quote_stub.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
-        assert stored == quote
+
+@contextlib.contextmanager
+def serve(settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread) -> Iterator[Served]:
+    """The quote service (and the QuoteService behind it, to see its waiting inserts)."""
+
+    async def build() -> tuple[RunningServer, QuoteService]:
+        running, service = create_server(settings, QuoteDeps(clock=clock))
+        await running.start()
+        return running, service
+
+    running, service = aio_loop.run(build())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield Served(Stub(channel), service)
+    finally:
+        aio_loop.run(running.stop(0))
+
+
+@contextlib.contextmanager
+def inserts_held(database_url: str) -> Iterator[None]:
+    """Inserts into quote.quote_tickets wait while this is open; reads do not."""
+    with psycopg.connect(libpq_url(database_url)) as lock:
+        lock.execute("LOCK TABLE quote.quote_tickets IN SHARE MODE")
+        yield
+        lock.rollback()
+
+
+def test_quotes_created_while_an_insert_waits_are_committed_together_by_the_next(
+    quote_settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread, database_url: str
+) -> None:
+    with (
+        serve(quote_settings, clock, aio_loop) as served,
+        ThreadPoolExecutor(20) as pool,
+    ):
+        create = served.stub.CreateQuote
+        with inserts_held(database_url):
+            first = pool.submit(create, sell_request("100"), timeout=30)
+            eventually(lambda: waiting_inserts(database_url) == 1, "the first insert waits")
+            rest = [pool.submit(create, sell_request(str(101 + i)), timeout=30) for i in range(19)]
+            eventually(lambda: served.service.inserts_waiting == 19, "19 quotes wait behind it")
+            assert waiting_inserts(database_url) == 1  # they are not sent meanwhile
+            assert not first.done() and not any(f.done() for f in rest)  # none is answered
+        created = [first.result(), *(f.result() for f in rest)]
+
+        assert rows_by_transaction(database_url) == [1, 19]
+        for quote in created:  # each caller got its own quote, stored as answered
+            stored = served.stub.GetQuote(quote_pb2.GetQuoteRequest(id=quote.id), timeout=5)
+            assert stored == quote
     assert sorted(q.input_amount for q in created) == [f"{100 + i}.000000" for i in range(20)]
     assert len({q.id for q in created}) == 20
+
+
+def test_while_inserts_wait_a_caller_who_gives_up_is_not_stored_and_a_full_queue_fails_fast(
+    quote_settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread, database_url: str
+) -> None:
+    """A slow or lost database must not pile up quotes nobody will receive: a caller whose
+    deadline passed while its quote waited is left out, and beyond WAITING_INSERT_BATCHES
+    batches' worth a create fails at once with a retryable DATABASE_BUSY."""
+    settings = quote_settings.model_copy(update={"quote_insert_batch": 2})
+    limit = WAITING_INSERT_BATCHES * 2
+    with serve(settings, clock, aio_loop) as served, ThreadPoolExecutor(limit + 8) as pool:
+        create = served.stub.CreateQuote
+        with inserts_held(database_url):
+            first = pool.submit(create, sell_request("100"), timeout=30)
+            eventually(lambda: waiting_inserts(database_url) == 1, "the first insert waits")
+            with pytest.raises(grpc.RpcError) as gave_up:
+                create(sell_request("99"), timeout=0.5)
+            assert gave_up.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            waiting = [pool.submit(create, sell_request("101"), timeout=30) for _ in range(limit)]
+            # The one that gave up may still be counted until its batch is taken.
+            eventually(lambda: served.service.inserts_waiting >= limit, "the queue is full")
+            with pytest.raises(grpc.RpcError) as busy:
+                create(sell_request("102"), timeout=5)
+            assert busy.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert failure(busy.value).reason == "DATABASE_BUSY"
+        created = [first.result(), *(f.result() for f in waiting)]
+
+    assert len(created) == limit + 1
+    assert sum(rows_by_transaction(database_url)) == limit + 1  # neither the 99 nor the 102
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        amounts = {a for (a,) in conn.execute("SELECT input_amount FROM quote.quote_tickets")}
+    assert amounts == {Decimal(100), Decimal(101)}
 
 
 def test_with_group_commit_off_each_quote_is_its_own_insert(
