@@ -68,13 +68,17 @@ class RetryPolicy:
     time_budget: timedelta = timedelta(minutes=30)
     base_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(minutes=2)
+    # Count only the failures since the phase last checked successfully (a Wait), not every
+    # failure since it began: for a phase that keeps checking for days, where outages that are
+    # each short would otherwise add up to the budget.
+    failures_in_a_row: bool = False
 
     @classmethod
     def for_watch(cls, window: timedelta) -> RetryPolicy:
         """Budgets of a phase that watches for `window` and then ends itself: the budget only
-        stops one that cannot (a node down for a day), and as each failed read counts as an
-        attempt over the whole window, it allows many."""
-        return cls(max_attempts=500, time_budget=window + timedelta(days=1))
+        stops one that cannot (a node down for most of a day: 500 failed reads in a row, backed
+        off up to two minutes each); a read that works starts the count again."""
+        return cls(max_attempts=500, time_budget=window + timedelta(days=1), failures_in_a_row=True)
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """Full-jitter exponential backoff for the `attempt`-th failure (1-based)."""

@@ -344,7 +344,8 @@ class PhaseProcessor:
                     else None
                 )
                 delay = outcome.delay if isinstance(outcome, Wait) else policy.backoff(attempts)
-                await self._queue.reschedule(claim, delay, error)
+                checked = isinstance(outcome, Wait) and policy.failures_in_a_row
+                await self._queue.reschedule(claim, delay, error, reset_attempts=checked)
                 return False
             message = f"cleanup abandoned: {why}"
         elif isinstance(outcome, Review) and claim.status != "COMPLETE":

@@ -317,10 +317,18 @@ class WorkQueue:
         # By (id, generation): a stale run's move and its successor's can share a batch.
         return [(move["id"], move["generation"]) in moved for move in moves]
 
-    async def reschedule(self, claim: Claim, delay: timedelta, error: ErrorEntry | None) -> None:
-        """Try the same phase again after `delay`; a recorded error counts as an attempt."""
+    async def reschedule(
+        self,
+        claim: Claim,
+        delay: timedelta,
+        error: ErrorEntry | None,
+        *,
+        reset_attempts: bool = False,
+    ) -> None:
+        """Try the same phase again after `delay`; a recorded error counts as an attempt
+        (`reset_attempts`: the phase checked successfully, its failures start again from 0)."""
         now = self.clock()
-        attempts = claim.attempts + (1 if error is not None else 0)
+        attempts = 0 if reset_attempts else claim.attempts + (1 if error is not None else 0)
         async with self.sessions.begin() as session:
             result = await session.execute(
                 update(RampRow)

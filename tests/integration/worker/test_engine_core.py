@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
-from ramp_service.domain.flows import SELL_V1
+from ramp_service.domain.flows import SELL_V1, WATCH_LATE_DEPOSIT, PhaseSpec
 from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, Wait
 from ramp_service.domain.ramp import RampRecord
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
@@ -30,7 +30,7 @@ from ramp_service.worker.queue import Claim, LeaseLost, WorkQueue
 from service_kit.config import ServiceSettings
 from service_kit.db import DirectPool, libpq_url
 from tests.support.aio import FakeClock, LoopThread
-from tests.support.ramps import error_reasons, insert_running
+from tests.support.ramps import error_reasons, insert_at, insert_running, sell_record
 
 
 class Script:
@@ -53,10 +53,12 @@ def processor(
     script: Script,
     owner: str = "w1",
     policy: RetryPolicy | None = None,
+    extra: tuple[PhaseSpec, ...] = (),
 ) -> PhaseProcessor:
+    """A processor whose handler for the flow's phases and cleanup (and `extra`) is `script`."""
     queue = WorkQueue(sessions, direct, owner, timedelta(seconds=30), clock)
 
-    phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
+    phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup, *extra)]
     return PhaseProcessor(
         queue,
         RecordLoader(direct),
@@ -546,3 +548,36 @@ def test_the_lease_heartbeat_outlives_a_failed_beat(
         row.attempts,
         queue.beats,
     )
+
+
+@pytest.mark.parametrize("in_a_row", [True, False])
+def test_a_watch_s_failure_budget_counts_failures_since_its_last_good_check(
+    in_a_row: bool,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """A late-deposit watch lives for days: short outages between good reads must not add up
+    to its budget (RetryPolicy.for_watch counts failures in a row). Counted over the whole
+    phase, as every other phase counts them, the same history exhausts it."""
+    ramp_id = aio_loop.run(
+        insert_at(
+            sessions, sell_record(clock.now), "timedOut", clock.now, "TIMED_OUT", WATCH_LATE_DEPOSIT
+        )
+    )
+    outage = [Retry("PENDULUM_TIMEOUT", "node down"), Retry("PENDULUM_TIMEOUT", "node down")]
+    script = Script({WATCH_LATE_DEPOSIT: [*outage, Wait(timedelta(minutes=5))] * 4})
+    policy = RetryPolicy(max_attempts=3, time_budget=timedelta(days=4), failures_in_a_row=in_a_row)
+    proc = processor(sessions, direct, clock, script, policy=policy, extra=SELL_V1.after_abort)
+    for _ in range(12):  # eight failed reads in all, never three in a row
+        aio_loop.run(proc.run_once())
+        clock.advance(minutes=10)
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    reasons = aio_loop.run(error_reasons(sessions, ramp_id))
+    if in_a_row:
+        assert len(script.runs) == 12 and row.cleanup_phase == WATCH_LATE_DEPOSIT
+        assert reasons == ["PENDULUM_TIMEOUT"] * 8 and row.attempts == 0
+    else:
+        assert row.cleanup_phase is None and "CLEANUP_ABANDONED" in reasons
+    assert row.status == "TIMED_OUT"  # a follow-up never changes how the ramp ended
