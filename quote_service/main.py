@@ -60,7 +60,8 @@ def create_server(
         one_items_fault,
         max_in_flight=1 if batched else None,
         max_batch=settings.quote_insert_batch,
-        max_pending=WAITING_INSERT_BATCHES * settings.quote_insert_batch,
+        # (Off, nothing waits for a round trip: all that one loop turn submitted goes out.)
+        max_pending=WAITING_INSERT_BATCHES * settings.quote_insert_batch if batched else None,
         when_full=lambda: DependencyUnavailable(
             "DATABASE_BUSY", "too many quotes waiting to be stored; retry"
         ),

@@ -74,7 +74,9 @@ class QuoteService:
         if ticket is None:
             raise QuoteNotFound(quote_id)
         self._cache.put(ticket, token, now)
-        return dataclasses.replace(ticket, status=ticket.status_at(now))
+        status = ticket.status_at(now)
+        # The held object itself when it reads the same (its rendering is then held too).
+        return ticket if status is ticket.status else dataclasses.replace(ticket, status=status)
 
     async def consume_quote(self, quote_id: str, ramp_id: str) -> QuoteTicket:
         """Atomically give the quote to `ramp_id`; repeating the call for the same ramp succeeds."""

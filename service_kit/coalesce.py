@@ -69,8 +69,8 @@ class Coalescer(Generic[Item, Answer]):
 
     @property
     def waiting(self) -> int:
-        """Items submitted and not yet sent."""
-        return len(self._pending)
+        """Items submitted, not yet sent, whose callers still wait."""
+        return sum(1 for _, future in self._pending if not future.done())
 
     async def submit(self, item: Item) -> Answer:
         """Queue `item` for the next batch; its answer."""
@@ -104,13 +104,11 @@ class Coalescer(Generic[Item, Answer]):
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._drop_cancelled:  # before slicing: a batch is not sent short of live items
+            self._pending = [entry for entry in self._pending if not entry[1].done()]
         while self._pending and self._room():
             taken = self._pending[: self._max_batch] if self._max_batch else self._pending
             self._pending = self._pending[len(taken) :]
-            if self._drop_cancelled:
-                taken = [(item, future) for item, future in taken if not future.done()]
-                if not taken:
-                    continue
             self.batches += 1
             self.items += len(taken)
             task = asyncio.ensure_future(self._run(taken))

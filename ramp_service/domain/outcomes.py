@@ -69,15 +69,16 @@ class RetryPolicy:
     base_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(minutes=2)
     # Count only the failures since the phase last checked successfully (a Wait), not every
-    # failure since it began: for a phase that keeps checking for days, where outages that are
-    # each short would otherwise add up to the budget.
+    # failure since it began: for a follow-up phase that keeps checking for days, where outages
+    # that are each short would otherwise add up to the budget. Honoured for follow-up phases
+    # (the engine's _apply_cleanup) only; the ramp's own phases count every failure.
     failures_in_a_row: bool = False
 
     @classmethod
     def for_watch(cls, window: timedelta) -> RetryPolicy:
         """Budgets of a phase that watches for `window` and then ends itself: the budget only
-        stops one that cannot (a node down for most of a day: 500 failed reads in a row, backed
-        off up to two minutes each); a read that works starts the count again."""
+        stops one that cannot (a node down for about half a day: 500 failed reads in a row,
+        each backed off one to two minutes); a read that works starts the count again."""
         return cls(max_attempts=500, time_budget=window + timedelta(days=1), failures_in_a_row=True)
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> timedelta:

@@ -19,6 +19,7 @@ import pytest
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from quote_service.config import QuoteSettings
 from quote_service.db.repository import fetch_ticket, insert_tickets
+from quote_service.domain.pricing import QuoteRequest
 from quote_service.domain.quote import QuoteTicket
 from quote_service.main import WAITING_INSERT_BATCHES, QuoteDeps, create_server
 from quote_service.service import QuoteService
@@ -127,9 +128,10 @@ def test_while_inserts_wait_a_caller_who_gives_up_is_not_stored_and_a_full_queue
             with pytest.raises(grpc.RpcError) as gave_up:
                 create(sell_request("99"), timeout=0.5)
             assert gave_up.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            # The server learns of it a moment after the client: then nobody waits for it.
+            eventually(lambda: served.service.inserts_waiting == 0, "the 99's caller left")
             waiting = [pool.submit(create, sell_request("101"), timeout=30) for _ in range(limit)]
-            # The one that gave up may still be counted until its batch is taken.
-            eventually(lambda: served.service.inserts_waiting >= limit, "the queue is full")
+            eventually(lambda: served.service.inserts_waiting == limit, "the queue is full")
             with pytest.raises(grpc.RpcError) as busy:
                 create(sell_request("102"), timeout=5)
             assert busy.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -158,6 +160,25 @@ def test_with_group_commit_off_each_quote_is_its_own_insert(
     finally:
         aio_loop.run(running.stop(0))
     assert rows_by_transaction(database_url) == [1] * 32
+
+
+def test_with_group_commit_off_a_burst_in_one_loop_turn_is_not_refused(
+    quote_settings: QuoteSettings, clock: FakeClock, aio_loop: LoopThread, database_url: str
+) -> None:
+    """Off, nothing waits for a round trip, so no bound on waiting quotes applies: many
+    creates reaching the writer in one event-loop turn all go (none DATABASE_BUSY)."""
+    settings = quote_settings.model_copy(update={"quote_insert_batch": 1})
+    burst = 3 * WAITING_INSERT_BATCHES
+    with serve(settings, clock, aio_loop) as served:
+        request = QuoteRequest("SELL", "pendulum", "sepa", "100", "USDC", "EUR")
+
+        async def at_once() -> list[QuoteTicket]:
+            return await asyncio.gather(
+                *(served.service.create_quote(request) for _ in range(burst))
+            )
+
+        assert len({t.id for t in aio_loop.run(at_once())}) == burst
+    assert rows_by_transaction(database_url) == [1] * burst
 
 
 def test_a_row_the_table_refuses_fails_only_its_own_caller(
