@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, SecretStr
 
 from service_kit.config import ServiceSettings
@@ -24,6 +26,14 @@ class RampSettings(ServiceSettings):
         "Pendulum Pay Devnet ; November 2026", description="Stellar network passphrase."
     )
     substrate_url: str = Field("ws://127.0.0.1:9944", description="Pendulum JSON-RPC endpoint.")
+    pendulum_warm_clients: int = Field(
+        default_factory=lambda: min(6, (os.cpu_count() or 1) + 4),
+        ge=0,
+        le=32,
+        description="Pendulum clients whose runtime is loaded at start, beside the metadata"
+        " client (default: as many as register's chain calls run at once, at most six; the rest"
+        " load on first use).",
+    )
     anchor_url: str = Field("http://127.0.0.1:8001", description="SEP-24 anchor.")
     pix_url: str = Field("http://127.0.0.1:8002", description="PIX partner (BRLA).")
     pix_payment_window_s: int = Field(

@@ -40,10 +40,11 @@ from ramp_service.ports import Prepared, RegistrationPlan
 
 # Fiat currency → the token the pools and bridge move it as.
 TOKEN_FOR = {"EUR": "EURC", "ARS": "ARST", "BRL": "BRLA", "USDC": "USDC"}
-# Pendulum clients loaded at start: chain calls run on asyncio's default thread pool, which has
-# min(32, cores + 4) threads, and under a burst of registers each busy thread holds a client
-# (with four, the fifth and sixth each decoded the runtime's metadata inside the first burst).
-# At most six: each holds a decoded runtime, and a big node's core count is not the pod's.
+# Pendulum clients loaded at start (RampSettings.pendulum_warm_clients by default): chain calls
+# run on asyncio's default thread pool, which has min(32, cores + 4) threads, and under a burst
+# of registers each busy thread holds a client (with four, the fifth and sixth each decoded the
+# runtime's metadata inside the first burst). At most six: each holds a decoded runtime, and a
+# big node's core count is not the pod's.
 WARM_CLIENTS = min(6, (os.cpu_count() or 1) + 4)
 VALIDITY_S = 7 * 24 * 3600  # presigned Stellar transactions stay valid for a week
 NO_DEADLINE = 2**63 - 1
@@ -61,7 +62,9 @@ class ChainRegistration:
         stellar_funding: str,
         pendulum_funding: str,
         pix_payment_window: timedelta = timedelta(hours=1),
+        warm_clients: int = WARM_CLIENTS,
     ) -> None:
+        self._warm_clients = warm_clients
         self._stellar = stellar
         self._pendulum = pendulum
         self._anchor = anchor
@@ -234,7 +237,7 @@ class ChainRegistration:
     async def warm_up(self) -> None:
         """Connect to Pendulum and load its runtime ahead of the first register (see
         PendulumChain.warm_up): as many pooled clients as register's chain calls run at once."""
-        await asyncio.to_thread(self._pendulum.warm_up, WARM_CLIENTS)
+        await asyncio.to_thread(self._pendulum.warm_up, self._warm_clients)
 
     async def close(self) -> None:
         """Close the Pendulum clients and the Horizon and partners' pooled connections."""
@@ -361,4 +364,5 @@ def build_registration_chains(settings: RampSettings) -> ChainRegistration:
         *_chains_and_partners(settings),
         *funding_accounts(settings),
         timedelta(seconds=settings.pix_payment_window_s),
+        settings.pendulum_warm_clients,
     )

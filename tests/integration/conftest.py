@@ -89,7 +89,9 @@ def start_ramp_server(
         log_rpcs=False,
         quote_service_target=f"127.0.0.1:{quote_port}",
         admin_token="test-admin-token",
-        **overrides,
+        # A test's few chain calls load their clients on first use: each loaded at start
+        # decodes the runtime's metadata (seconds apiece on a slow machine).
+        **{"pendulum_warm_clients": 0, **overrides},
     )  # type: ignore[arg-type]
 
     async def build() -> RunningServer:

@@ -183,6 +183,8 @@ def system(database_url: str, aio_loop: LoopThread, tmp_path: Path) -> Iterator[
         "PIX_URL": pix_url,
         "STELLAR_FUNDING_SECRET": stellar_funding.secret,
         "PENDULUM_FUNDING_SEED": pendulum_seed,
+        # Clients load on first use: each loaded at start decodes the runtime's metadata.
+        "PENDULUM_WARM_CLIENTS": "0",
     }
     quote = _start(
         "quote_service", {**common, "GRPC_PORT": str(quote_port)}, tmp_path / "quote.log"
