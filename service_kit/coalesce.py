@@ -75,8 +75,7 @@ class Coalescer(Generic[Item, Answer]):
     async def submit(self, item: Item) -> Answer:
         """Queue `item` for the next batch; its answer."""
         if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            if self._drop_cancelled:  # those who gave up hold no place
-                self._pending = [entry for entry in self._pending if not entry[1].done()]
+            self._drop_gone()  # those who gave up hold no place
             if len(self._pending) >= self._max_pending:
                 raise self._when_full()
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -94,6 +93,11 @@ class Coalescer(Generic[Item, Answer]):
                 self._schedule()
                 await asyncio.sleep(0)
 
+    def _drop_gone(self) -> None:
+        """With `drop_cancelled`, forget the pending items whose callers gave up."""
+        if self._drop_cancelled:
+            self._pending = [entry for entry in self._pending if not entry[1].done()]
+
     def _room(self) -> bool:
         return self._max_in_flight is None or len(self._flushes) < self._max_in_flight
 
@@ -104,8 +108,7 @@ class Coalescer(Generic[Item, Answer]):
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._drop_cancelled:  # before slicing: a batch is not sent short of live items
-            self._pending = [entry for entry in self._pending if not entry[1].done()]
+        self._drop_gone()  # before slicing: a batch is not sent short of live items
         while self._pending and self._room():
             taken = self._pending[: self._max_batch] if self._max_batch else self._pending
             self._pending = self._pending[len(taken) :]
@@ -120,11 +123,13 @@ class Coalescer(Generic[Item, Answer]):
         self._schedule()  # what piled up behind it goes next
 
     async def _run(self, pending: Pending[Item, Answer]) -> None:
+        """Send `pending` and answer its callers; whatever stops it (the batch failing,
+        `alone` raising, a cancellation mid-retry) reaches every caller not yet answered."""
         try:
             await self._attempt(pending)
-        except BaseException as exc:  # whatever stopped it (cancelled mid-retry, `alone`
-            for _, future in pending:  # raising): no caller is left waiting for ever
-                if future.done():
+        except BaseException as exc:
+            for _, future in pending:
+                if future.done():  # answered, or its caller was cancelled
                     continue
                 if isinstance(exc, asyncio.CancelledError):
                     future.cancel()
@@ -138,17 +143,12 @@ class Coalescer(Generic[Item, Answer]):
             answers = await self._batch([item for item, _ in pending])
             if len(answers) != len(pending):
                 raise RuntimeError(f"batch answered {len(answers)} of {len(pending)} items")
-        except BaseException as exc:
-            if len(pending) > 1 and isinstance(exc, Exception) and self._alone(exc):
-                for one in pending:  # find the item it was: each alone
-                    await self._attempt([one])
+        except Exception as exc:
+            if len(pending) > 1 and self._alone(exc):
+                for one in pending:  # find the item it was: each alone, answered by _run
+                    await self._run([one])
                 return
-            for _, future in pending:  # every caller learns why its write did not happen
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            raise
         for (_, future), answer in zip(pending, answers, strict=True):
             if not future.done():  # a cancelled caller no longer waits
                 future.set_result(answer)
