@@ -8,6 +8,12 @@ from pydantic import Field, SecretStr
 
 from service_kit.config import ServiceSettings
 
+# Pendulum clients loaded at start by default: chain calls run on asyncio's default thread pool,
+# which has min(32, cores + 4) threads, and under a burst of registers each busy thread holds a
+# client (with four, the fifth and sixth each decoded the runtime's metadata inside the first
+# burst). At most six: each holds a decoded runtime, and a big node's core count is not the pod's.
+WARM_CLIENTS = min(6, (os.cpu_count() or 1) + 4)
+
 
 class RampSettings(ServiceSettings):
     """Ramp service settings on top of the shared service settings."""
@@ -27,7 +33,7 @@ class RampSettings(ServiceSettings):
     )
     substrate_url: str = Field("ws://127.0.0.1:9944", description="Pendulum JSON-RPC endpoint.")
     pendulum_warm_clients: int = Field(
-        default_factory=lambda: min(6, (os.cpu_count() or 1) + 4),
+        WARM_CLIENTS,
         ge=0,
         le=32,
         description="Pendulum clients whose runtime is loaded at start, beside the metadata"

@@ -14,7 +14,6 @@ output, and cleanup sends the fees left on the ephemeral to the platform's fundi
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from ramp_service.chains.partners import AnchorClient, PixClient
 from ramp_service.chains.pendulum import CONNECTION_ERRORS as PENDULUM_CONNECTION_ERRORS
 from ramp_service.chains.pendulum import SS58_FORMAT, IssuedCall, PendulumChain
 from ramp_service.chains.stellar import StellarChain
-from ramp_service.config import RampSettings
+from ramp_service.config import WARM_CLIENTS, RampSettings
 from ramp_service.domain.errors import ChainUnavailable
 from ramp_service.domain.flows import Network
 from ramp_service.domain.ramp import IssuedTx, PresignedTx, RampRecord, SigningAccount
@@ -40,12 +39,6 @@ from ramp_service.ports import Prepared, RegistrationPlan
 
 # Fiat currency → the token the pools and bridge move it as.
 TOKEN_FOR = {"EUR": "EURC", "ARS": "ARST", "BRL": "BRLA", "USDC": "USDC"}
-# Pendulum clients loaded at start (RampSettings.pendulum_warm_clients by default): chain calls
-# run on asyncio's default thread pool, which has min(32, cores + 4) threads, and under a burst
-# of registers each busy thread holds a client (with four, the fifth and sixth each decoded the
-# runtime's metadata inside the first burst). At most six: each holds a decoded runtime, and a
-# big node's core count is not the pod's.
-WARM_CLIENTS = min(6, (os.cpu_count() or 1) + 4)
 VALIDITY_S = 7 * 24 * 3600  # presigned Stellar transactions stay valid for a week
 NO_DEADLINE = 2**63 - 1
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import start_http_server
 from sqlalchemy import func, select
 
-from ramp_service.adapters.registration import WARM_CLIENTS
 from ramp_service.chains.pendulum import PendulumChain
+from ramp_service.config import WARM_CLIENTS
 from ramp_service.db.models import OperationRow, RampRow
 from ramp_service.domain.flows import WATCH_LATE_DEPOSIT
 from ramp_service.domain.outcomes import RetryPolicy
