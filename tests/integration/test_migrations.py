@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,7 +21,7 @@ from ramp_service.worker.queue import FOLLOW_UP_STATUSES
 from service_kit.db import libpq_url, sqlalchemy_url
 from service_kit.migrations import alembic_config
 from tests.support.aio import FakeClock, LoopThread
-from tests.support.ramps import buy_record, insert_registered, sell_record
+from tests.support.ramps import buy_record, insert_registered, insert_running, sell_record
 
 
 @pytest.mark.parametrize(
@@ -142,3 +142,119 @@ def test_sell_ramps_that_ended_without_their_deposit_lately_are_watched_after_th
     command.downgrade(config, "0004_idempotency_claims")
     assert watched() == set()
     command.upgrade(config, "head")
+
+
+# A pre-0005 release's abort, as its processor's move wrote it: status and phase, the phase's
+# start, no follow-up phase, next_attempt_at left alone (the ramp was due when claimed).
+OLD_ABORT = (
+    "UPDATE ramp.ramps SET status = %s, current_phase = %s, cleanup_phase = NULL,"
+    " attempts = 0, phase_started_at = %s, updated_at = %s WHERE id = %s"
+)
+
+
+def test_a_sell_the_previous_release_ends_without_its_deposit_is_watched(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The previous release's pods keep ending ramps until the rollout is over, after the
+    migrations ran, and know nothing of the watch: PostgreSQL sets it on their abort (0006's
+    trigger). Not on a ramp something was sent for, not on a BUY, not over a watch this
+    release's writers set themselves, and not again once a watch has run to its end."""
+    ramps = {
+        name: aio_loop.run(insert_running(sessions, clock.now))
+        for name in ("timed out", "failed", "funded", "own watch", "watch over")
+    }
+    buy = buy_record(clock.now, f"5{uuid.uuid4().hex}", {})
+    aio_loop.run(insert_registered(sessions, buy))
+    unstarted = sell_record(clock.now)
+    aio_loop.run(insert_registered(sessions, unstarted))
+    ended = clock.now + timedelta(minutes=3)
+    later = clock.now + timedelta(hours=1)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ramp.operations (ramp_id, phase, operation, network, state, detail,"
+            " generation, created_at, updated_at) VALUES (%s, 'fundEphemeral', 'fund_pen',"
+            " 'pendulum', 'confirmed', '', 1, now(), now())",
+            [ramps["funded"]],
+        )
+        conn.execute(OLD_ABORT, ["TIMED_OUT", "timedOut", ended, ended, ramps["timed out"]])
+        conn.execute(OLD_ABORT, ["FAILED", "failed", ended, ended, ramps["failed"]])
+        conn.execute(OLD_ABORT, ["FAILED", "failed", ended, ended, ramps["funded"]])
+        conn.execute(OLD_ABORT, ["TIMED_OUT", "timedOut", ended, ended, buy.id])
+        # The previous release's cleanup job timing out an unstarted ramp (no due time set).
+        conn.execute(
+            "UPDATE ramp.ramps SET status = 'TIMED_OUT', current_phase = 'timedOut',"
+            " next_attempt_at = NULL, updated_at = %s WHERE id = %s",
+            [ended, unstarted.id],
+        )
+        # This release's writer: its own watch, due when it says.
+        conn.execute(
+            "UPDATE ramp.ramps SET status = 'CANCELLED', cleanup_phase = 'watchLateDeposit',"
+            " next_attempt_at = %s WHERE id = %s",
+            [later, ramps["own watch"]],
+        )
+        # A watch that ran to its end empties the cleanup phase; the status stays.
+        conn.execute(OLD_ABORT, ["TIMED_OUT", "timedOut", ended, ended, ramps["watch over"]])
+        conn.execute(
+            "UPDATE ramp.ramps SET cleanup_phase = NULL WHERE id = %s", [ramps["watch over"]]
+        )
+
+        def state(ramp_id: uuid.UUID) -> tuple[object, ...]:
+            row = conn.execute(
+                "SELECT cleanup_phase, phase_started_at, next_attempt_at <= now(), attempts"
+                " FROM ramp.ramps WHERE id = %s",
+                [ramp_id],
+            ).fetchone()
+            assert row is not None
+            return tuple(row)
+
+        assert state(ramps["timed out"]) == ("watchLateDeposit", ended, True, 0)
+        assert state(ramps["failed"]) == ("watchLateDeposit", ended, True, 0)
+        watch, started, due, _ = state(unstarted.id)
+        assert (watch, due) == ("watchLateDeposit", True)
+        assert started != clock.now  # counted from when it ended, not from its registration
+        assert state(ramps["funded"])[0] is None
+        assert state(buy.id)[0] is None
+        assert state(ramps["own watch"])[:1] == ("watchLateDeposit",)
+        assert conn.execute(
+            "SELECT next_attempt_at FROM ramp.ramps WHERE id = %s", [ramps["own watch"]]
+        ).fetchone() == (later,)
+        assert state(ramps["watch over"])[0] is None
+
+
+def test_the_upgrade_watches_sells_the_previous_release_ended_after_0005_ran(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Without the trigger (downgraded to 0005) an old-style abort is left unwatched; the
+    upgrade to 0006 catches up those that were never watched, not one whose watch ran."""
+    migrations = Path(__file__).resolve().parents[2] / "ramp_service" / "db" / "migrations"
+    config = alembic_config(migrations, database_url, "ramp")
+    command.downgrade(config, "0005_follow_ups_after_abort")
+    unwatched = aio_loop.run(insert_running(sessions, clock.now))
+    watched_once = aio_loop.run(insert_running(sessions, clock.now))
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        ended = datetime.now(UTC)  # within the watch's window of the database's clock
+        for ramp_id in (unwatched, watched_once):
+            conn.execute(OLD_ABORT, ["TIMED_OUT", "timedOut", ended, ended, ramp_id])
+        conn.execute(
+            "INSERT INTO ramp.phase_events (ramp_id, from_phase, to_phase, status, actor, note,"
+            " created_at) VALUES (%s, 'watchLateDeposit', 'watchLateDeposit', 'TIMED_OUT',"
+            " 'worker:w1', 'done', now())",
+            [watched_once],
+        )
+
+        def watching() -> set[uuid.UUID]:
+            found = conn.execute(
+                "SELECT id FROM ramp.ramps WHERE cleanup_phase = 'watchLateDeposit'"
+                " AND next_attempt_at <= now() + interval '15 minutes'"
+            ).fetchall()
+            return {r[0] for r in found}
+
+        assert watching() == set()  # the gap this release closes
+        command.upgrade(config, "head")
+        assert watching() == {unwatched}

@@ -581,3 +581,31 @@ def test_a_watch_s_failure_budget_counts_failures_since_its_last_good_check(
     else:
         assert row.cleanup_phase is None and "CLEANUP_ABANDONED" in reasons
     assert row.status == "TIMED_OUT"  # a follow-up never changes how the ramp ended
+
+
+def test_a_sell_the_previous_release_timed_out_is_watched_by_this_one(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+    database_url: str,
+) -> None:
+    """During a rollout the previous release's processor times ramps out without a watch
+    (ramp migration 0006's trigger sets it): this release's processor claims the ended ramp,
+    runs the watch and records it, and the ramp stays TIMED_OUT."""
+    ramp_id = aio_loop.run(insert_running(sessions, clock.now))
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(  # the old processor's move: no follow-up, next_attempt_at left alone
+            "UPDATE ramp.ramps SET status = 'TIMED_OUT', current_phase = 'timedOut',"
+            " cleanup_phase = NULL, attempts = 0, phase_started_at = %s, updated_at = %s"
+            " WHERE id = %s",
+            [clock.now, clock.now, ramp_id],
+        )
+    script = Script()
+    proc = processor(sessions, direct, clock, script, extra=SELL_V1.after_abort)
+    assert aio_loop.run(proc.run_once()) == 1
+    assert script.runs == [WATCH_LATE_DEPOSIT]
+    row = aio_loop.run(ramp_row(sessions, ramp_id))
+    assert (row.status, row.current_phase, row.cleanup_phase) == ("TIMED_OUT", "timedOut", None)
+    history = aio_loop.run(events(sessions, ramp_id))
+    assert history[-1] == (WATCH_LATE_DEPOSIT, WATCH_LATE_DEPOSIT, "TIMED_OUT")
