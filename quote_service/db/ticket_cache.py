@@ -5,7 +5,10 @@ A quote barely changes: a pending one is consumed once, and that is all a reader
 before it expires (`QuoteTicket.status_at` turns it EXPIRED by the clock). Migration 0002's
 triggers send `NOTIFY quote_ticket_changed, '<id>'` for every update and delete, by any writer
 (an empty payload for a TRUNCATE); each process keeps one connection LISTENing
-(`ChangeListener`) and drops what it names.
+(`ChangeListener`) and drops what it names. Expiry marks (PENDING to EXPIRED, the cleanup job's
+by the thousand) send one `expired:<instant>` per statement instead (migration 0003): the latest
+expiry among the quotes it marked, after which no PENDING ticket expiring at or before that
+instant is answered from memory, whatever this process's clock says.
 
 Three rules keep a held ticket from being staler than the notification takes to arrive:
 - Only a PENDING or CONSUMED ticket before its expiry (by this process's clock) is held or
@@ -27,7 +30,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from quote_service.domain.quote import QuoteStatus, QuoteTicket
 from service_kit.config import ServiceSettings
@@ -36,6 +39,7 @@ from service_kit.db import CONNECT_TIMEOUT_S, connect_direct
 log = logging.getLogger("quote_service.cache")
 
 CHANNEL = "quote_ticket_changed"
+EXPIRED = "expired:"  # then the instant, UTC, as PostgreSQL writes a timestamp
 
 
 class TicketCache:
@@ -57,6 +61,9 @@ class TicketCache:
         self._changes: OrderedDict[uuid.UUID, int] = OrderedDict()  # id -> its last change
         self._floor = 0  # reads begun before this may have missed a change no longer listed
         self._alive_until = 0.0  # monotonic; the listener's last proof of life + stale_after_s
+        # The latest expiry among the quotes the database marked EXPIRED, as notified: a PENDING
+        # ticket expiring at or before it may be marked, by a clock ahead of this process's.
+        self._marked_through: datetime | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,11 +78,18 @@ class TicketCache:
         ticket = self._entries.get(quote_id)
         if ticket is None or not self.serving:
             return None
-        if now >= ticket.expires_at:
+        if now >= ticket.expires_at or self._may_be_marked(ticket):
             del self._entries[quote_id]
             return None
         self._entries.move_to_end(quote_id)
         return ticket
+
+    def _may_be_marked(self, ticket: QuoteTicket) -> bool:
+        return (
+            ticket.status is QuoteStatus.PENDING
+            and self._marked_through is not None
+            and ticket.expires_at <= self._marked_through
+        )
 
     def begin(self) -> int:
         """Call before reading a ticket from the database; give the result to `put`."""
@@ -91,6 +105,7 @@ class TicketCache:
             or not self.serving
             or now >= ticket.expires_at
             or ticket.status is QuoteStatus.EXPIRED
+            or self._may_be_marked(ticket)
         ):
             return
         self._entries[ticket.id] = ticket
@@ -115,6 +130,14 @@ class TicketCache:
         if len(self._changes) > max(self._capacity, 1):
             _, forgotten = self._changes.popitem(last=False)
             self._floor = max(self._floor, forgotten)
+
+    def marked_expired_through(self, instant: datetime) -> None:
+        """The database marked EXPIRED some PENDING quotes, the latest of them expiring at
+        `instant`: no PENDING ticket expiring at or before it is answered or kept from now on
+        (checked as each is asked for or put, not by a sweep of the cache). The bound only
+        rises. Reads in flight need no generation: `put` checks it when they finish."""
+        if self._marked_through is None or instant > self._marked_through:
+            self._marked_through = instant
 
     def alive(self) -> None:
         """The listener's connection answered just now, with every notification before."""
@@ -204,6 +227,14 @@ class ChangeListener:
             await conn.close()
 
     def _changed(self, payload: str) -> None:
+        if payload.startswith(EXPIRED):
+            try:
+                instant = datetime.fromisoformat(payload[len(EXPIRED) :]).replace(tzinfo=UTC)
+            except ValueError:
+                pass
+            else:
+                self._cache.marked_expired_through(instant)
+                return
         try:
             quote_id = uuid.UUID(payload)
         except ValueError:  # a TRUNCATE (''), or not ours: forget everything rather than guess

@@ -127,3 +127,30 @@ def test_bounded_least_recently_used_first_and_size_zero_holds_nothing() -> None
     off.alive()
     off.put(a, off.begin(), NOW)
     assert (off.serving, off.get(a.id, NOW), len(off)) == (False, None, 0)
+
+
+def test_pending_tickets_expiring_by_the_marked_instant_are_not_answered_or_kept() -> None:
+    """The database marked quotes EXPIRED through an instant (one notification per batch of
+    marks): by a clock ahead of this process's, the pending tickets expiring by then may be
+    among them. Later ones, and consumed ones, are still answered."""
+    cache, _ = listening_cache()
+    marked = ticket()  # expires at NOW + 10 min
+    later = dataclasses.replace(ticket(), expires_at=NOW + timedelta(minutes=11))
+    consumed = dataclasses.replace(ticket(), status=QuoteStatus.CONSUMED)
+    for t in (marked, later, consumed):
+        cache.put(t, cache.begin(), NOW)
+    in_flight = ticket()
+    token = cache.begin()  # its read began before the notification
+    cache.marked_expired_through(NOW + timedelta(minutes=10))
+    cache.put(in_flight, token, NOW)
+    assert cache.get(in_flight.id, NOW) is None
+    assert cache.get(marked.id, NOW) is None  # this process's clock says pending: not asked
+    cache.put(marked, cache.begin(), NOW)  # nor kept again
+    assert cache.get(marked.id, NOW) is None
+    assert (cache.get(later.id, NOW), cache.get(consumed.id, NOW)) == (later, consumed)
+
+    cache.marked_expired_through(NOW)  # an older batch's notification: the bound only rises
+    cache.put(marked, cache.begin(), NOW)
+    assert cache.get(marked.id, NOW) is None
+    cache.marked_expired_through(NOW + timedelta(minutes=11))
+    assert cache.get(later.id, NOW) is None

@@ -133,20 +133,26 @@ def gone(stub: Stub, quote_id: str) -> bool:
     return False
 
 
-def test_deleting_expired_quotes_sends_nothing_and_every_update_sends_one(
+def test_expiry_marks_send_one_notification_a_batch_and_deleting_expired_quotes_none(
     quote_stub: Stub, database_url: str
 ) -> None:
-    """The cleanup job's deletes, tens of thousands a second, must not flood every listener."""
-    ids = [quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)]
+    """The cleanup job's statements, thousands of rows each, must not flood every listener:
+    a batch of expiry marks sends one notification naming the latest expiry it marked, which
+    the service honours even though its clock (the test's, days behind the database's) says
+    the quotes are still pending; a delete of expired quotes sends nothing."""
+    created = [quote_stub.CreateQuote(sell_request(), timeout=5) for _ in range(3)]
+    for quote in created:
+        assert held(quote_stub, quote.id, database_url)
+    latest = max(q.expires_at.ToDatetime(tzinfo=UTC) for q in created)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute("LISTEN quote_ticket_changed")
-        # The cleanup's own statements. Created by the test's clock: days ago by the database's.
+        # Created by the test's clock: days ago by the database's.
         with psycopg.connect(libpq_url(database_url), autocommit=True) as job:
             expired = job.execute(
                 EXPIRE_BATCH.text.replace(":now", "%(now)s").replace(":batch", "%(batch)s"),
                 {"now": datetime.now(UTC), "batch": 10},
             ).rowcount
-            marked = [n.payload for n in listener.notifies(timeout=2, stop_after=3)]
+            marked = [n.payload for n in listener.notifies(timeout=1)]
             deleted = job.execute(
                 DELETE_EXPIRED_BATCH.format(held="false")
                 .replace(":cutoff", "%(now)s")
@@ -154,9 +160,44 @@ def test_deleting_expired_quotes_sends_nothing_and_every_update_sends_one(
                 .replace(":batch", "%(batch)s"),
                 {"now": datetime.now(UTC), "skip": [], "batch": 10},
             ).fetchone()
-        assert (expired, sorted(marked)) == (3, sorted(ids))
+        assert expired == 3
+        assert marked == [f"expired:{latest.replace(tzinfo=None).isoformat(sep=' ')}"]
         assert deleted is not None and deleted[:2] == (3, 3)
         assert list(listener.notifies(timeout=0.3)) == []
+    for quote in created:
+        eventually(lambda q=quote: gone(quote_stub, q.id), "deleted", 5, 0.005)
+
+
+def test_the_service_answers_a_quote_the_database_marked_expired_by_its_clock(
+    quote_stub: Stub, database_url: str
+) -> None:
+    """Marked EXPIRED by the cleanup job, whose clock (the database's here) is ahead of the
+    service's: GetQuote reads EXPIRED, not the pending ticket it held, and holds it no more;
+    a quote expiring after the batch's latest is still held."""
+    marked, later = (quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(2))
+    sql(
+        database_url,
+        "UPDATE quote.quote_tickets SET expires_at = expires_at + interval '1 minute'"
+        " WHERE id = %s",
+        later,
+    )
+    get(quote_stub, later)  # the later expiry is what the service holds now
+    eventually(lambda: held(quote_stub, later, database_url), "held", 5, 0.05)
+    assert held(quote_stub, marked, database_url)
+    sql(
+        database_url,
+        EXPIRE_BATCH.text.replace(":now", "%s")
+        .replace(":batch", "%s")
+        .replace("expires_at <= %s", "expires_at <= %s AND id = %s"),
+        datetime.now(UTC),
+        marked,
+        10,
+    )
+    eventually(
+        lambda: get(quote_stub, marked).status == quote_pb2.Quote.EXPIRED, "marked", 5, 0.005
+    )
+    assert not held(quote_stub, marked, database_url)
+    assert held(quote_stub, later, database_url)
 
 
 def test_a_lost_listener_turns_the_cache_off_until_it_listens_again(
