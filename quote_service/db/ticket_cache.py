@@ -6,7 +6,7 @@ before it expires (`QuoteTicket.status_at` turns it EXPIRED by the clock). Migra
 triggers send `NOTIFY quote_ticket_changed, '<id>'` for every update and delete, by any writer
 (an empty payload for a TRUNCATE); each process keeps one connection LISTENing
 (`ChangeListener`) and drops what it names. Expiry marks (PENDING to EXPIRED, the cleanup job's
-by the thousand) send one `expired:<instant>` per statement instead (migration 0003): the latest
+by the thousand, the expiry unchanged) send one `expired:<instant>` per statement instead (migration 0003): the latest
 expiry among the quotes it marked, after which no PENDING ticket expiring at or before that
 instant is answered from memory, whatever this process's clock says.
 
@@ -39,7 +39,7 @@ from service_kit.db import CONNECT_TIMEOUT_S, connect_direct
 log = logging.getLogger("quote_service.cache")
 
 CHANNEL = "quote_ticket_changed"
-EXPIRED = "expired:"  # then the instant, UTC, as PostgreSQL writes a timestamp
+EXPIRED = "expired:"  # then an instant, UTC, ISO 8601 (quote migration 0003)
 
 
 class TicketCache:

@@ -94,10 +94,10 @@ def test_any_writer_s_change_reaches_a_held_ticket(
 ) -> None:
     """By SQL, as an operator would: consumed, revoked before its expiry, deleted, truncated.
     (The test's clock is days behind the database's: nothing may depend on their agreeing.)"""
-    consumed, revoked, deleted = (
-        quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)
+    consumed, revoked, cut_short, deleted = (
+        quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(4)
     )
-    for quote_id in (consumed, revoked, deleted):
+    for quote_id in (consumed, revoked, cut_short, deleted):
         assert held(quote_stub, quote_id, database_url)
 
     sql(
@@ -106,6 +106,17 @@ def test_any_writer_s_change_reaches_a_held_ticket(
         " consumed_at = created_at WHERE id = %s",
         RAMP_ID,
         consumed,
+    )
+    # Expired with an earlier expiry than the one held: told by its id, not by an instant the
+    # held ticket's expiry lies after. (First: the revocation below names an instant all of
+    # these quotes' expiries lie at, the test's clock standing still.)
+    sql(
+        database_url,
+        "UPDATE quote.quote_tickets SET status = 'EXPIRED', expires_at = created_at WHERE id = %s",
+        cut_short,
+    )
+    eventually(
+        lambda: get(quote_stub, cut_short).status == quote_pb2.Quote.EXPIRED, "cut short", 5, 0.005
     )
     sql(database_url, "UPDATE quote.quote_tickets SET status = 'EXPIRED' WHERE id = %s", revoked)
     sql(database_url, "DELETE FROM quote.quote_tickets WHERE id = %s", deleted)
@@ -140,14 +151,25 @@ def test_expiry_marks_send_one_notification_a_batch_and_deleting_expired_quotes_
     a batch of expiry marks sends one notification naming the latest expiry it marked, which
     the service honours even though its clock (the test's, days behind the database's) says
     the quotes are still pending; a delete of expired quotes sends nothing."""
-    created = [quote_stub.CreateQuote(sell_request(), timeout=5) for _ in range(3)]
-    for quote in created:
-        assert held(quote_stub, quote.id, database_url)
-    latest = max(q.expires_at.ToDatetime(tzinfo=UTC) for q in created)
+    created = [quote_stub.CreateQuote(sell_request(), timeout=5).id for _ in range(3)]
+    # Expiries apart by fractions of a second: the notification names the latest, to the µs.
+    expiries = [
+        row[0]
+        for row in sql(
+            database_url,
+            "UPDATE quote.quote_tickets AS q SET expires_at = q.expires_at + i.shift"
+            " FROM unnest(%s::uuid[], ARRAY[interval '0.5 s', interval '1.234567 s',"
+            " interval '0.000001 s']) AS i(id, shift) WHERE q.id = i.id RETURNING q.expires_at",
+            created,
+        )
+    ]
+    latest = max(expiries)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute("LISTEN quote_ticket_changed")
-        # Created by the test's clock: days ago by the database's.
+        # Created by the test's clock: days ago by the database's. The writer's DateStyle does
+        # not change what it sends.
         with psycopg.connect(libpq_url(database_url), autocommit=True) as job:
+            job.execute("SET DateStyle = 'SQL, DMY'")
             expired = job.execute(
                 EXPIRE_BATCH.text.replace(":now", "%(now)s").replace(":batch", "%(batch)s"),
                 {"now": datetime.now(UTC), "batch": 10},
@@ -161,11 +183,12 @@ def test_expiry_marks_send_one_notification_a_batch_and_deleting_expired_quotes_
                 {"now": datetime.now(UTC), "skip": [], "batch": 10},
             ).fetchone()
         assert expired == 3
-        assert marked == [f"expired:{latest.replace(tzinfo=None).isoformat(sep=' ')}"]
+        utc = latest.astimezone(UTC).replace(tzinfo=None)
+        assert marked == [f"expired:{utc.isoformat(timespec='microseconds')}"]
         assert deleted is not None and deleted[:2] == (3, 3)
         assert list(listener.notifies(timeout=0.3)) == []
-    for quote in created:
-        eventually(lambda q=quote: gone(quote_stub, q.id), "deleted", 5, 0.005)
+    for quote_id in created:
+        eventually(lambda q=quote_id: gone(quote_stub, q), "deleted", 5, 0.005)
 
 
 def test_the_service_answers_a_quote_the_database_marked_expired_by_its_clock(

@@ -52,8 +52,10 @@ BEGIN
 END
 $$
 """
+# OR REPLACE: the trigger commits before the catch-up runs, so a run cut off in the catch-up
+# (a killed Job) leaves it behind, and the run after it must get through.
 TRIGGER = f"""
-CREATE TRIGGER watch_after_abort BEFORE UPDATE ON {S}.ramps FOR EACH ROW
+CREATE OR REPLACE TRIGGER watch_after_abort BEFORE UPDATE ON {S}.ramps FOR EACH ROW
 WHEN (NEW.flow_version = 'sell-v1' AND NEW.status IN {ABORTED} AND OLD.status NOT IN {ABORTED}
       AND NEW.cleanup_phase IS NULL)
 EXECUTE FUNCTION {S}.watch_after_abort()
@@ -73,7 +75,13 @@ WHERE r.flow_version = 'sell-v1' AND r.status IN {ABORTED} AND r.cleanup_phase I
 """
 
 
+# CREATE TRIGGER takes a lock that stops every writer of the table, and writers queue behind it
+# while it waits for one: better to fail the migration (run again) than to stall the processor.
+LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10s'"
+
+
 def upgrade() -> None:
+    op.execute(LOCK_TIMEOUT)
     op.execute(FUNCTION)
     op.execute(TRIGGER)
     # The trigger commits first (the table lock CREATE TRIGGER takes goes with it), then the
@@ -84,5 +92,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The watches set stay: the release before this one runs them (0005).
+    op.execute(LOCK_TIMEOUT)
     op.execute(f"DROP TRIGGER IF EXISTS watch_after_abort ON {S}.ramps")
     op.execute(f"DROP FUNCTION IF EXISTS {S}.watch_after_abort()")
