@@ -5,10 +5,10 @@ A quote barely changes: a pending one is consumed once, and that is all a reader
 before it expires (`QuoteTicket.status_at` turns it EXPIRED by the clock). Migration 0002's
 triggers send `NOTIFY quote_ticket_changed, '<id>'` for every update and delete, by any writer
 (an empty payload for a TRUNCATE); each process keeps one connection LISTENing
-(`ChangeListener`) and drops what it names. Expiry marks (PENDING to EXPIRED, the cleanup job's
-by the thousand, the expiry unchanged) send one `expired:<instant>` per statement instead (migration 0003): the latest
-expiry among the quotes it marked, after which no PENDING ticket expiring at or before that
-instant is answered from memory, whatever this process's clock says.
+(`ChangeListener`) and drops what it names. Expiry marks (PENDING to EXPIRED, the cleanup
+job's by the thousand, the expiry unchanged) send one `expired:<instant>` per statement instead
+(migration 0003): the latest expiry among the quotes it marked, after which no PENDING ticket
+expiring at or before that instant is answered from memory, whatever this process's clock says.
 
 Three rules keep a held ticket from being staler than the notification takes to arrive:
 - Only a PENDING or CONSUMED ticket before its expiry (by this process's clock) is held or
