@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, cpu, h2, loadgen, stack, workloads
+from bench import baselines, cpu, h2, loadgen, stack, targets, workloads
 from bench.loadgen import Result
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -206,12 +206,7 @@ def print_table(results: dict[str, Any]) -> None:
             "\nwarning: fewer ramps than a window's work were still due at the end: the\n"
             "processor may have run dry in its last window, which then measured the seed"
         )
-    adv = results["workloads"].get("phase_advance")
-    if adv and base.get("claim_ceiling_per_s"):
-        print(
-            "\nphase_advance / claim ceiling = "
-            f"{adv['ramps_per_s'] / base['claim_ceiling_per_s']:.2f}"
-        )
+    print("\n" + targets.table(targets.verdicts(results)))
 
 
 def main() -> None:
@@ -221,6 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = run(args.quick)
+    results["targets"] = targets.as_json(targets.verdicts(results))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
