@@ -115,6 +115,17 @@ def _serialized(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+
+def _sr25519_valid(signer: Keypair, payload: bytes, signature: bytes) -> bool:
+    """Whether `signature` is `signer`'s sr25519 signature of `payload`. The library raises
+    ValueError for bytes that are no sr25519 signature at all (an Ed25519 one, whose last byte
+    lacks schnorrkel's marker; zeros; an ECDSA signature's 65 bytes): those are bad signatures
+    like any other, not an error of ours."""
+    try:
+        return bool(signer.verify(payload, signature))
+    except (ValueError, TypeError):
+        return False
+
 class PendulumChain:
     """Builds, verifies and submits Pendulum extrinsics."""
 
@@ -437,7 +448,7 @@ class PendulumChain:
                 ss58_format=SS58_FORMAT,
             )
             payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
-            if signer.verify(payload, signature):
+            if _sr25519_valid(signer, payload, signature):
                 return "0x" + data.hex()  # one spelling, whatever the client's hex looked like
         verified = self._verify_decoded(issued, signed_hex)
         if self._layout_ok is None and len(signature) == 64:
@@ -496,7 +507,7 @@ class PendulumChain:
         sig_hex = next(iter(signature.values())) if isinstance(signature, dict) else signature
         payload = bytes.fromhex(issued.signing_payload_hex.removeprefix("0x"))
         sig_bytes = bytes.fromhex(str(sig_hex).removeprefix("0x"))
-        if not signer.verify(payload, sig_bytes):
+        if not _sr25519_valid(signer, payload, sig_bytes):
             raise invalid_presigned(
                 "PRESIGNED_TX_BAD_SIGNATURE", f"no valid signature of {issued.signer}"
             )

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from substrateinterface import Keypair
+from substrateinterface import Keypair, KeypairType
 
 from devnet.substrate.chain import Chain
 from ramp_service.chains import pendulum as pendulum_module
@@ -36,6 +36,9 @@ def ephemeral(node: Node, uri: str) -> Keypair:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return keypair
+
+
+ED25519 = Keypair.create_from_seed("0x" + "11" * 32, crypto_type=KeypairType.ED25519)
 
 
 def sign(issued: IssuedCall, keypair: Keypair) -> str:
@@ -126,6 +129,15 @@ def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
             "PRESIGNED_TX_MISMATCH",
         ),
         "not an extrinsic": ("0xdeadbeef", "PRESIGNED_TX_MALFORMED"),
+        # Bytes that are no sr25519 signature at all: the library raises on them.
+        "a zero signature": (
+            chain.assemble(issued, "0x" + "00" * 64),
+            "PRESIGNED_TX_BAD_SIGNATURE",
+        ),
+        "an ed25519 signature": (
+            chain.assemble(issued, "0x" + ED25519.sign(b"payload").hex()),
+            "PRESIGNED_TX_BAD_SIGNATURE",
+        ),
     }
     for name, (signed, reason) in cases.items():
         with pytest.raises(InvalidInput) as exc:
@@ -143,7 +155,12 @@ def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
     tipped = body[:tip] + _compact(10**6) + body[tip + 1 :]
     ed25519 = bytearray(good)
     ed25519[signature_type] = 0
+    # An ECDSA-typed signature (type 2, 65 bytes) decodes, and the library refuses its length.
+    sig_at = signature_type - at + 1
+    ecdsa = body[: signature_type - at] + b"\x02" + body[sig_at : sig_at + 64] + b"\x01"
+    ecdsa += body[sig_at + 64 :]
     for name, forged, reason in (
+        ("an ecdsa signature", _compact(len(ecdsa)) + ecdsa, "PRESIGNED_TX_BAD_SIGNATURE"),
         ("a tip", _compact(len(tipped)) + tipped, "PRESIGNED_TX_MISMATCH"),
         ("the ed25519 type byte", bytes(ed25519), "PRESIGNED_TX_MISMATCH"),
         ("trailing bytes", _compact(len(body) + 1) + body + b"\x00", "PRESIGNED_TX_MALFORMED"),
