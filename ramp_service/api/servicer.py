@@ -165,6 +165,15 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
         self, request: ramp_pb2.RegisterRampRequest, context: grpc.aio.ServicerContext
     ) -> ramp_pb2.Ramp:
         async def execute() -> ramp_pb2.Ramp:
+            # Before any address is decoded: base58 decoding takes time quadratic in the text's
+            # length (a 60,000-character "address" held the event loop for over a second).
+            _short(
+                {
+                    f"signing_accounts[{i}].{field}": getattr(account, field)
+                    for i, account in enumerate(request.signing_accounts)
+                    for field in ("network", "address")
+                }
+            )
             command = RegisterCommand(
                 request.quote_id,
                 [(a.network, a.address) for a in request.signing_accounts],

@@ -115,7 +115,6 @@ def _serialized(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-
 def _sr25519_valid(signer: Keypair, payload: bytes, signature: bytes) -> bool:
     """Whether `signature` is `signer`'s sr25519 signature of `payload`. The library raises
     ValueError for bytes that are no sr25519 signature at all (an Ed25519 one, whose last byte
@@ -125,6 +124,7 @@ def _sr25519_valid(signer: Keypair, payload: bytes, signature: bytes) -> bool:
         return bool(signer.verify(payload, signature))
     except (ValueError, TypeError):
         return False
+
 
 class PendulumChain:
     """Builds, verifies and submits Pendulum extrinsics."""

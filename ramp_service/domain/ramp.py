@@ -175,8 +175,14 @@ def updated_data(record: RampRecord, update: AdditionalData) -> AdditionalData:
 def is_iban(text: str) -> bool:
     """ISO 13616 IBAN with a valid mod-97 check."""
     iban = text.replace(" ", "").upper()
+    # isascii first: isalpha/isdigit/isalnum also take letters and digits of other scripts
+    # (é, ², ٣), which int(c, 36) refuses.
     if not (
-        15 <= len(iban) <= 34 and iban[:2].isalpha() and iban[2:4].isdigit() and iban.isalnum()
+        15 <= len(iban) <= 34
+        and iban.isascii()
+        and iban[:2].isalpha()
+        and iban[2:4].isdigit()
+        and iban.isalnum()
     ):
         return False
     rearranged = iban[4:] + iban[:4]
@@ -185,7 +191,7 @@ def is_iban(text: str) -> bool:
 
 def is_cbu(text: str) -> bool:
     """Argentine CBU: 22 digits with two weighted check digits."""
-    if len(text) != 22 or not text.isdigit():
+    if len(text) != 22 or not (text.isascii() and text.isdigit()):
         return False
 
     def check(block: str, weights: tuple[int, ...]) -> bool:
@@ -199,6 +205,8 @@ def is_cbu(text: str) -> bool:
 
 def is_cpf_or_cnpj(text: str) -> bool:
     """Brazilian CPF (11 digits) or CNPJ (14 digits) with valid check digits."""
+    if not text.isascii():  # digits of other scripts (⁵, ٣) are no CPF's
+        return False
     digits = "".join(c for c in text if c.isdigit())
     if len(digits) == 11 and len(set(digits)) > 1:
         return all(_mod11_digit(digits[:n], range(n + 1, 1, -1)) == int(digits[n]) for n in (9, 10))

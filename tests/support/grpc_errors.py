@@ -17,13 +17,14 @@ class RpcFailure:
     message: str
     reason: str
     fields: list[str]
+    descriptions: list[str]  # the field violations', in the same order
 
 
 def failure(err: grpc.RpcError) -> RpcFailure:
     """Decode ErrorInfo and BadRequest from a failed call."""
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None, f"no rich status in {err}"
-    reason, fields = "", []
+    reason, fields, descriptions = "", [], []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -33,4 +34,5 @@ def failure(err: grpc.RpcError) -> RpcFailure:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             fields = [v.field for v in bad.field_violations]
-    return RpcFailure(err.code(), err.details() or "", reason, fields)
+            descriptions = [v.description for v in bad.field_violations]
+    return RpcFailure(err.code(), err.details() or "", reason, fields, descriptions)

@@ -205,6 +205,13 @@ def test_bank_and_tax_identifiers() -> None:
     assert is_cbu("2850590940090418135201") and not is_cbu("2850590940090418135202")
     assert is_cpf_or_cnpj("529.982.247-25") and is_cpf_or_cnpj("11.222.333/0001-81")
     assert not is_cpf_or_cnpj("529.982.247-24") and not is_cpf_or_cnpj("11111111111")
+    # Letters and digits of other scripts pass str.isalnum/isdigit but are no identifiers
+    # (int() refuses some of them, and the answer must be a field violation, not a crash).
+    assert not is_iban("GB82 WEST 1234 5698 7654 32é")
+    assert not is_iban("GB82 WEST 1234 5698 7654 3²")
+    assert not is_cbu("285059094009041813520²")
+    assert not is_cbu("285059094009041813520٣")
+    assert not is_cpf_or_cnpj("529.982.247-2⁵") and not is_cpf_or_cnpj("529.982.247-2٥")
 
 
 def test_ramp_id_is_derived_from_the_quote() -> None:

@@ -408,6 +408,18 @@ def test_register_rejections_before_any_chain_work(
         with pytest.raises(grpc.RpcError) as exc:
             ramp_stub.RegisterRamp(request, timeout=10)
         assert failure(exc.value).reason == reason, request
+    # An address of 60,000 characters is refused for its length, before base58 decodes it
+    # (in time quadratic in its length: over a second of the event loop).
+    long_address = register_request(quote.id)
+    long_address.signing_accounts[1].address = "5" + "z" * 60_000
+    with pytest.raises(grpc.RpcError) as exc:
+        ramp_stub.RegisterRamp(long_address, timeout=10)
+    assert failure(exc.value).reason == "INVALID_RAMP_REQUEST"
+    refused = failure(exc.value)
+    assert (refused.fields, refused.descriptions) == (
+        ["signing_accounts[1].address"],
+        ["at most 256 characters"],
+    )
     clock.advance(minutes=11)
     with pytest.raises(grpc.RpcError) as exc:
         ramp_stub.RegisterRamp(register_request(quote.id), timeout=10)
