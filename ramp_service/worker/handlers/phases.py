@@ -252,10 +252,22 @@ async def submit_presigned_stellar(
     try:
         result = await stellar.submit(payload)
     except ChainError as exc:
-        if not exc.recoverable:
-            await ctx.journal.mark(operation, "failed", str(exc))
-            return Review("STELLAR_TX_FAILED", f"{ctx.phase}: {exc}")
-        raise
+        if exc.recoverable:
+            raise
+        # An earlier submission of these bytes (a 504, a worker that lost its lease) may have
+        # applied since the search above, and a resend of applied bytes is refused: nothing may
+        # be called failed (whose runbook step is a refund by hand) before searching again.
+        found = await stellar.find(tx_hash)
+        if found is not None:
+            return await _stellar_recorded(ctx, operation, found.successful, tx_hash)
+        if exc.reason == "TX_BAD_SEQ":
+            # Its sequence is used (by these bytes, not yet searchable, or by others): the next
+            # attempt's reconciliation tells which, and reviews it as EFFECT_NOT_FOUND if so.
+            raise RecoverableError(
+                "STELLAR_SEQUENCE_USED", f"{ctx.phase}: the sequence is used; reconciling"
+            ) from exc
+        await ctx.journal.mark(operation, "failed", str(exc))
+        return Review("STELLAR_TX_FAILED", f"{ctx.phase}: {exc}")
     return await _stellar_recorded(ctx, operation, result.successful, result.hash)
 
 

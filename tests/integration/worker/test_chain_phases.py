@@ -334,7 +334,25 @@ class LandsAfterFirstRead(StellarChain):
         return found
 
 
+class LandsBeforeResend(LandsAfterFirstRead):
+    """As LandsAfterFirstRead, but the earlier submission applies after the reconciliation's
+    reads (which found nothing, the sequence unused) and right before its own resend, which
+    Horizon then refuses (tx_bad_seq) although the payment went through."""
+
+    async def account(self, account_id: str) -> object:  # type: ignore[override]
+        return await StellarChain.account(self, account_id)
+
+    async def find(self, tx_hash: str) -> object:  # type: ignore[override]
+        return await StellarChain.find(self, tx_hash)
+
+    async def submit(self, payload: str) -> object:  # type: ignore[override]
+        await self._land()
+        return await super().submit(payload)
+
+
+@pytest.mark.parametrize("lands", [LandsAfterFirstRead, LandsBeforeResend])
 def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_lost(
+    lands: type[LandsAfterFirstRead],
     chains: Chains,
     aio_loop: LoopThread,
     sessions: async_sessionmaker[AsyncSession],
@@ -343,11 +361,13 @@ def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_
 ) -> None:
     """A presigned Stellar transaction whose submit got a 504 (still pending in the core) lands
     during the next run's reconciliation. Searching first and reading the sequence second made
-    it "sequence used, transaction not on the ledger": EFFECT_NOT_FOUND, although it applied."""
+    it "sequence used, transaction not on the ledger": EFFECT_NOT_FOUND, although it applied.
+    Landing just before the resend, it made the resend's tx_bad_seq STELLAR_TX_FAILED, whose
+    runbook step is a refund by hand: a second payment."""
     config = HorizonConfig(DEVNET_PASSPHRASE, ledger_close_s=0.2, friendbot_amount=Decimal(100))
     runner, port = aio_loop.run(serve(create_horizon(config)))
     url = f"http://127.0.0.1:{port}"
-    stellar = LandsAfterFirstRead(url, DEVNET_PASSPHRASE, timeout_s=5)
+    stellar = lands(url, DEVNET_PASSPHRASE, timeout_s=5)
     try:
         eph = StellarKeypair.random()
         httpx.get(f"{url}/friendbot", params={"addr": eph.public_key}, timeout=5).raise_for_status()
@@ -390,6 +410,10 @@ def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_
         stellar.held = merge.to_xdr()
         clock.advance(minutes=5)
         aio_loop.run(proc.run_once())  # reconciles while it lands
+        for _ in range(2):  # a resend refused for its used sequence settles on the next run
+            if journal_state(sessions, aio_loop, ramp_id, "submit") != "confirmed":
+                clock.advance(minutes=5)
+                aio_loop.run(proc.run_once())
         assert journal_state(sessions, aio_loop, ramp_id, "submit") == "confirmed"
         assert "CLEANUP_ABANDONED" not in aio_loop.run(error_reasons(sessions, ramp_id))
         assert row(sessions, aio_loop, ramp_id).cleanup_phase == "pendulumCleanup"
