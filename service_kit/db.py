@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+import sqlalchemy.exc
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import RowFactory
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -39,6 +40,27 @@ def libpq_url(url: str) -> str:
 CONNECT_TIMEOUT_S = 5
 
 
+# The database lost or out of reach, as the ORM's session paths report it (a dropped or timed
+# out connection, the engine's pool wait running out) and as a raw psycopg connection does:
+# UNAVAILABLE with DATABASE_UNAVAILABLE for the caller, who may retry (DirectPool maps its own;
+# the gRPC interceptor maps these wherever they escape). Integrity and SQL errors are not here:
+# those are bugs.
+DATABASE_LOST: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+    PoolTimeout,
+)
+
+
+def database_unavailable(exc: Exception) -> DependencyUnavailable:
+    """The caller's view of `exc`, one of DATABASE_LOST: its type, never its text (which can
+    hold the statement)."""
+    return DependencyUnavailable(
+        "DATABASE_UNAVAILABLE", f"database unavailable: {type(exc).__name__}"
+    )
+
+
 def _connect_options(settings: ServiceSettings, application_name: str) -> dict[str, Any]:
     return {
         "application_name": application_name,
@@ -57,6 +79,8 @@ def create_engine(settings: ServiceSettings, application_name: str) -> AsyncEngi
         # No pre-ping: it costs a round trip per checkout. A dropped connection fails one call,
         # invalidates the pool and the next call reconnects; recycling bounds connection age.
         pool_pre_ping=False,
+        # Bound values stay out of exception texts, which reach logs (tax ids, IBANs).
+        hide_parameters=True,
         pool_recycle=1800,
         connect_args=_connect_options(settings, application_name),
     )
@@ -139,9 +163,7 @@ class DirectPool:
         except psycopg.OperationalError as exc:
             if not isinstance(exc, psycopg.errors.QueryCanceled):  # a timeout: connection fine
                 await self._pool.check()
-            raise DependencyUnavailable(
-                "DATABASE_UNAVAILABLE", f"database unavailable: {type(exc).__name__}"
-            ) from exc
+            raise database_unavailable(exc) from exc
 
     async def close(self) -> None:
         """Close every connection (the pool cannot be reopened)."""

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service_kit import errors
 from service_kit.config import ServiceSettings
+from service_kit.db import DATABASE_LOST, database_unavailable
 from service_kit.heap import freeze_startup_heap
 from service_kit.logs import AccessLog, configure_logging, new_request_id, request_id
 from service_kit.loop import run as run_on_loop
@@ -154,6 +155,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = status_code_for(exc)
                 outcome = f"{code.name}:{exc.reason}"
                 await _abort(context, rich_status(code, exc.message, exc.reason, exc))
+            except DATABASE_LOST as exc:  # a session path's: retryable, as DirectPool's are
+                unavailable = database_unavailable(exc)
+                code = status_code_for(unavailable)
+                outcome = f"{code.name}:{unavailable.reason}"
+                log.warning(
+                    "database unavailable", extra={"method": method, "error": type(exc).__name__}
+                )
+                await _abort(
+                    context, rich_status(code, unavailable.message, unavailable.reason, unavailable)
+                )
             except grpc.aio.AbortError:  # the handler aborted on purpose
                 outcome = "ABORTED_BY_HANDLER"
                 raise

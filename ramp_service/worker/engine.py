@@ -16,9 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
 from ramp_service.chains.errors import ChainError
 from ramp_service.domain.flows import COMPLETE, FAILED, FLOWS, TIMED_OUT, Flow, IllegalTransition
 from ramp_service.domain.outcomes import (
@@ -37,6 +34,7 @@ from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.journal import Journal
 from ramp_service.worker.metrics import WorkerMetrics
 from ramp_service.worker.queue import Claim, ErrorEntry, LeaseLost, WorkQueue
+from service_kit.db import DATABASE_LOST
 from service_kit.errors import DependencyUnavailable
 
 log = logging.getLogger("worker")
@@ -44,7 +42,7 @@ log = logging.getLogger("worker")
 # The database going away, as each path reports it: DirectPool's DependencyUnavailable, a lost
 # or timed-out connection through SQLAlchemy, or its pool's wait running out. Anything else
 # (an integrity or SQL error) is a bug and is reported as one.
-DATABASE_DOWN = (DependencyUnavailable, OperationalError, PoolTimeout)
+DATABASE_DOWN = (DependencyUnavailable, *DATABASE_LOST)
 
 
 @dataclass
