@@ -42,7 +42,7 @@ log = logging.getLogger("worker")
 # The database going away, as each path reports it: DirectPool's DependencyUnavailable, a lost
 # or timed-out connection through SQLAlchemy, or its pool's wait running out. Anything else
 # (an integrity or SQL error) is a bug and is reported as one.
-DATABASE_DOWN = (DependencyUnavailable, *DATABASE_LOST)
+DATABASE_DOWN: tuple[type[Exception], ...] = (DependencyUnavailable, *DATABASE_LOST)
 
 
 @dataclass
