@@ -59,12 +59,19 @@ class FundingLock:
     A transaction-scoped advisory lock: released by commit, rollback or a dropped connection,
     so a crashed or cancelled holder can never keep it. The ramps of one process queue for it
     on an in-process lock first, so a process holds one connection per funding account while
-    waiting, not one per waiting ramp (a claim of 32 funding ramps would empty a pool of 25)."""
+    waiting, not one per waiting ramp (a claim of 32 funding ramps would empty a pool of 25).
 
-    def __init__(self, engine: AsyncEngine, wait_s: float = 30.0) -> None:
+    A holder cut off from the database without a word (its node partitioned away) would keep
+    the lock until the server's TCP keepalive gave up, two hours by default, and every worker's
+    funding would stall: the server ends a holding session idle for `hold_s`, longer than any
+    phase may run (the processor cancels one after 60 s). Released early, the lock is still
+    safe: sequences and nonces stop a transaction from applying twice."""
+
+    def __init__(self, engine: AsyncEngine, wait_s: float = 30.0, hold_s: float = 120.0) -> None:
         self._engine = engine
         self._wait_s = wait_s
         self._wait_ms = int(wait_s * 1000)
+        self._hold_ms = int(hold_s * 1000)
         self._local: dict[str, asyncio.Lock] = {}
 
     @asynccontextmanager
@@ -82,6 +89,9 @@ class FundingLock:
             async with self._engine.begin() as conn:
                 await conn.execute(text(f"SET LOCAL lock_timeout = {self._wait_ms}"))
                 await conn.execute(text(f"SET LOCAL statement_timeout = {self._wait_ms + 1000}"))
+                await conn.execute(
+                    text(f"SET LOCAL idle_in_transaction_session_timeout = {self._hold_ms}")
+                )
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
                     {"key": f"funding:{account}"},
