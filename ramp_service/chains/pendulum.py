@@ -552,14 +552,17 @@ class PendulumChain:
         recent_blocks: int = 200,
         since_block: int | None = None,
         match_slot: bool = True,
+        until_block: int | None = None,
     ) -> Lookup:
         """The extrinsic by hash, or by (signer, nonce) when given and `match_slot`, in the
         blocks since `since_block` (the head when it was first submitted), else in the recent
         blocks. With a signer and nonce, the signer's applied nonce is read first (see
         `Lookup`); while it has not passed `nonce` the answer is "not found" at once (nothing
         used that nonce: the extrinsic is in no block), and the blocks are read oldest first,
-        where an extrinsic sent at `since_block` lands. The scan stops at this call's deadline
-        (PENDULUM_TIMEOUT) instead of running on in its thread."""
+        where an extrinsic sent at `since_block` lands; a mortal one lands nowhere after
+        `until_block` (its era's end), which bounds the search however far the head has gone.
+        The scan stops at this call's deadline (PENDULUM_TIMEOUT) instead of running on in its
+        thread."""
 
         def work(client: SubstrateInterface) -> Lookup | _Overdue:
             deadline = time.monotonic() + self._timeout_s * 0.9
@@ -573,7 +576,8 @@ class PendulumChain:
                     return Lookup(None, applied)
             head = client.get_block_number(None)
             oldest = since_block if since_block is not None else head - recent_blocks
-            for number in range(max(oldest, 1), head + 1):
+            newest = head if until_block is None else min(head, until_block)
+            for number in range(max(oldest, 1), newest + 1):
                 if time.monotonic() > deadline:
                     return OVERDUE
                 block_hash = client.get_block_hash(number)
@@ -627,10 +631,14 @@ class PendulumChain:
         return Decimal(await self._run(work)).scaleb(-DECIMALS[currency_out])
 
     @_serialized
-    def sign_with(self, call: Any, keypair: Keypair, nonce: int) -> str:
-        """A server-signed extrinsic (funding account), immortal, at `nonce`."""
+    def sign_with(
+        self, call: Any, keypair: Keypair, nonce: int, era: dict[str, int] | None = None
+    ) -> str:
+        """A server-signed extrinsic (funding account) at `nonce`: immortal, or mortal when
+        `era` ({"period", "current"}) is given, valid only in the blocks from `current` to
+        `current + period`."""
         client = self._metadata_client()
-        return str(client.create_signed_extrinsic(call, keypair, nonce=nonce).data)
+        return str(client.create_signed_extrinsic(call, keypair, era=era, nonce=nonce).data)
 
     async def nonce(self, address: str) -> int:
         """The account's next nonce."""

@@ -51,6 +51,9 @@ from ramp_service.worker.journal import Operation
 log = logging.getLogger("worker.phases")
 
 FUNDING_TX_VALIDITY_S = 120
+# The PEN funding transfer is mortal: it can land only in the 64 blocks after it was signed
+# (about 13 minutes of Pendulum's 12-second blocks), so a reconciliation never searches more.
+FUNDING_ERA_BLOCKS = 64
 
 
 class FundingLock:
@@ -142,6 +145,15 @@ def _since(entry: Operation | None) -> int | None:
     if entry is None or not entry.detail.startswith("block:"):
         return None
     return int(entry.detail.split(":", 1)[1].split(" ", 1)[0])
+
+
+def _until(entry: Operation) -> int | None:
+    """The last block a mortal Pendulum extrinsic can land in (`until:N` in the detail, after
+    the block it was sent at); None for an immortal one."""
+    words = entry.detail.split(" ")
+    if len(words) > 1 and words[0].startswith("block:") and words[1].startswith("until:"):
+        return int(words[1].removeprefix("until:"))
+    return None
 
 
 class SubmitPresignedPendulum:
@@ -301,30 +313,46 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
         return
     async with chains.funding_lock.hold(funding):
         replace = False
-        if entry is not None:
+        if entry is not None and entry.state == "failed":
+            replace = True  # included and failed: its nonce is spent, it never applies
+        elif entry is not None:
             assert entry.tx_hash is not None and entry.nonce is not None
             # Matched by hash only: the funding account's nonces are shared by every ramp (the
-            # nonce still tells whether, and from where, to look).
+            # nonce still tells whether, and from where, to look). A mortal transfer is looked
+            # for in its era's blocks only: an operator's retry days later searches as far as
+            # one sent a minute ago, not every block since (which never finished in time).
+            until = _until(entry)
             lookup = await pendulum.find(
-                entry.tx_hash, funding, entry.nonce, since_block=_since(entry), match_slot=False
+                entry.tx_hash,
+                funding,
+                entry.nonce,
+                since_block=_since(entry),
+                match_slot=False,
+                until_block=until,
             )
             found, applied = lookup.inclusion, lookup.applied_nonce  # one reading: see Lookup
             assert applied is not None
             if found is not None and found.success:
                 await ctx.journal.mark("fund_pen", "confirmed")
                 return
-            if found is None and applied <= entry.nonce:
+            unused = found is None and applied <= entry.nonce
+            if unused and (until is None or await pendulum.head() < until):
                 # Not applied and still applicable: send the very same bytes again.
                 assert entry.payload is not None
                 await _send_funding(chains, ctx, entry.payload)
                 return
-            replace = True  # failed, or its nonce went to another transaction: never applies
+            # Failed, its nonce went to another transaction, or its era ended with nothing
+            # applied: those bytes never apply any more.
+            replace = True
+        head = await pendulum.head()
         nonce = await pendulum.nonce(funding)
+        era = {"period": FUNDING_ERA_BLOCKS, "current": head}
         payload = await pendulum.off_loop(
             lambda: pendulum.sign_with(
                 pendulum.token_transfer(ephemeral, "PEN", chains.ephemeral_pen),
                 chains.pendulum_funding,
                 nonce,
+                era,
             )
         )
         await ctx.journal.record_intent(
@@ -334,7 +362,7 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
             signer=funding,
             nonce=nonce,
             payload=payload,
-            detail=f"block:{await pendulum.head()}",
+            detail=f"block:{head} until:{head + FUNDING_ERA_BLOCKS}",
             replace=replace,
         )
         await _send_funding(chains, ctx, payload)

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from stellar_sdk import Account, Asset, Server, TransactionBuilder
 from stellar_sdk import Keypair as StellarKeypair
-from substrateinterface import Keypair
+from substrateinterface import Keypair, SubstrateInterface
 
 from devnet.horizon.app import DEVNET_PASSPHRASE, HorizonConfig
 from devnet.horizon.app import create_app as create_horizon
@@ -37,6 +37,7 @@ from ramp_service.domain.ramp import IssuedTx, RampRecord, SigningAccount, Store
 from ramp_service.worker.engine import PhaseProcessor, ProcessorConfig
 from ramp_service.worker.handlers import PhaseContext, PhaseHandler
 from ramp_service.worker.handlers.phases import (
+    FUNDING_ERA_BLOCKS,
     AwaitUserDeposit,
     BrlaTeleport,
     Chains,
@@ -274,6 +275,124 @@ def test_a_funding_transfer_landing_during_reconciliation_is_not_sent_twice(
     assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
     assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
     assert devnet.nonces[FUNDING.public_key] == 1
+
+
+def test_a_lost_funding_transfer_is_searched_for_in_its_era_only_then_replaced(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PEN funding transfer F1 is lost from the pool; the funding account's nonce moves on
+    (another ramp's transfer) and hundreds of blocks pass before the retry (an operator's,
+    after a top-up). Searching every block since F1 was sent took longer than the chain
+    timeout at every retry: the ramp could never go on. F1 is mortal now, so only its era's
+    blocks are searched, and it is replaced."""
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+    proc = processor(
+        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
+    )
+    devnet = chain_of(node)
+    node.rpc("dev_pauseBlocks")
+    aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
+    assert len(devnet.ready) == 1
+    devnet.ready.clear()  # lost (a node restarted with an empty pool)
+    other = Keypair.create_from_uri(f"//Other{uuid.uuid4().hex}", ss58_format=56)
+    taken = chains.pendulum.sign_with(
+        chains.pendulum.token_transfer(other.ss58_address, "PEN", Decimal(1)),
+        chains.pendulum_funding,
+        0,
+    )
+    node.rpc("author_submitExtrinsic", taken)  # F1's nonce goes to another transfer
+    for _ in range(300):
+        aio_loop.run(devnet.produce_block(force=True))
+    assert devnet.nonces[FUNDING.public_key] == 1
+    node.rpc("dev_resumeBlocks")
+
+    scanned = []
+    original = SubstrateInterface.get_block
+
+    def counting(self: SubstrateInterface, *args: object, **kwargs: object) -> object:
+        scanned.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SubstrateInterface, "get_block", counting)
+    clock.advance(minutes=5)
+    aio_loop.run(proc.run_once())
+    # F1's era (its first block to its last), and the block its replacement landed in: not
+    # the 300 blocks since F1 was sent.
+    assert len(scanned) <= FUNDING_ERA_BLOCKS + 2, len(scanned)
+    assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
+    assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
+    assert journal_state(sessions, aio_loop, ramp_id, "fund_pen") == "confirmed"
+
+
+def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Included and failed, a transfer never applies: its entry (whose detail now holds the
+    failure, not the block it was sent at) was searched for in the 200 latest blocks at every
+    retry, which a remote node could not answer in time."""
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+    other = Keypair.create_from_uri(f"//Other{uuid.uuid4().hex}", ss58_format=56)
+    spent = chains.pendulum.sign_with(
+        chains.pendulum.token_transfer(other.ss58_address, "PEN", Decimal(1)),
+        chains.pendulum_funding,
+        0,
+    )
+    devnet = chain_of(node)
+    node.rpc("author_submitExtrinsic", spent)  # stands for the failed transfer: nonce 0 used
+    eventually(lambda: devnet.nonces.get(FUNDING.public_key) == 1, "nonce 0 used")
+
+    async def failed_entry() -> None:
+        async with sessions.begin() as session:
+            session.add(
+                OperationRow(
+                    ramp_id=ramp_id,
+                    phase="fundEphemeral",
+                    operation="fund_pen",
+                    network="pendulum",
+                    state="failed",
+                    tx_hash="0x" + "ab" * 32,
+                    signer=FUNDING.ss58_address,
+                    nonce=0,
+                    payload=spent,
+                    detail="Module error: balances.InsufficientBalance",
+                    generation=1,
+                    created_at=clock.now,
+                    updated_at=clock.now,
+                )
+            )
+
+    aio_loop.run(failed_entry())
+    scanned = []
+    original = SubstrateInterface.get_block
+
+    def counting(self: SubstrateInterface, *args: object, **kwargs: object) -> object:
+        scanned.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SubstrateInterface, "get_block", counting)
+    proc = processor(
+        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
+    )
+    aio_loop.run(proc.run_once())
+    assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
+    assert devnet.native.get(eph.public_key, 0) == 10**12
+    assert len(scanned) <= 1, len(scanned)  # the replacement's own block, nothing searched
 
 
 def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_lost(
