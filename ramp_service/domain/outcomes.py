@@ -9,9 +9,12 @@ from datetime import datetime, timedelta
 
 @dataclass(frozen=True)
 class Advance:
-    """The phase's effect is confirmed: move to the next phase."""
+    """The phase's effect is confirmed: move to the next phase. `note` goes into the move's
+    history entry; a `finding` (reason, message) is recorded with the move as an error entry
+    for people to act on, though nothing failed (the user sent more than the quote, say)."""
 
     note: str = ""
+    finding: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

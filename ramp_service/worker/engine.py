@@ -235,14 +235,25 @@ class PhaseProcessor:
             target = flow.next_phase(phase)
             flow.check_transition(phase, target)
             self._metrics.observe_phase(phase, (now - claim.phase_started_at).total_seconds())
+            finding = ErrorEntry(phase, *outcome.finding, False) if outcome.finding else None
+            if finding is not None:
+                log.warning(
+                    "finding",
+                    extra={"ramp_id": str(claim.ramp_id), "phase": phase, "why": finding.reason},
+                )
             if target == COMPLETE:
                 first_cleanup = flow.cleanup[0].name if flow.cleanup else None
                 await self._queue.move(
-                    claim, to_phase=COMPLETE, status="COMPLETE", first_cleanup=first_cleanup
+                    claim,
+                    to_phase=COMPLETE,
+                    status="COMPLETE",
+                    first_cleanup=first_cleanup,
+                    error=finding,
+                    note=outcome.note,
                 )
                 crash_point(f"{phase}:advanced")
                 return first_cleanup is not None
-            await self._queue.move(claim, to_phase=target)
+            await self._queue.move(claim, to_phase=target, error=finding, note=outcome.note)
             crash_point(f"{phase}:advanced")
             return True
         if isinstance(outcome, Wait):

@@ -208,8 +208,10 @@ class WorkQueue:
         reason: str | None = None,
         first_cleanup: str | None = None,
         actor: str = "worker",
+        note: str = "",
     ) -> None:
-        """Change phase and/or status (CAS on phase, status and generation) with its event."""
+        """Change phase and/or status (CAS on phase, status and generation) with its event
+        (whose note is the reason, else `note`)."""
         now = self.clock()
         values: dict[str, object] = {
             "current_phase": to_phase or claim.phase,
@@ -228,7 +230,7 @@ class WorkQueue:
             status or claim.status,
             error,
             actor,
-            reason or "",
+            reason or note,
             check_phase=True,
         )
         claim.phase = to_phase or claim.phase

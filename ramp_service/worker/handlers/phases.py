@@ -470,7 +470,21 @@ class AwaitUserDeposit:
         quote = ctx.ramp.quote
         token = TOKEN_FOR[quote.input_currency]
         held = await self._chains.pendulum.balance(_ephemeral(ctx, Network.PENDULUM), token)
-        if held >= quote.input_amount:
+        if held > quote.input_amount:
+            # The swap and the cleanup move the quoted amount only: the rest stays on the
+            # ephemeral, whose key only the user's browser holds. Recorded for support to tell
+            # the user (GetRampErrors shows it); the ramp goes on with the quoted amount.
+            extra = held - quote.input_amount
+            address = _ephemeral(ctx, Network.PENDULUM)
+            return Advance(
+                f"{held} {token} received",
+                (
+                    "USER_OVERPAID",
+                    f"{extra} {token} more than the quote's {quote.input_amount} stays on "
+                    f"{address}, the user's to move with the ephemeral's key",
+                ),
+            )
+        if held == quote.input_amount:
             return Advance(f"{held} {token} received")
         if held > 0:  # part of it arrived: never time out with the user's money on the ephemeral
             return Wait(self._chains.poll, "PARTIAL_USER_DEPOSIT", holds_funds=True)

@@ -30,7 +30,7 @@ from ramp_service.admin import RampAdmin
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain, SubmitResult
-from ramp_service.db.models import OperationRow, RampRow
+from ramp_service.db.models import OperationRow, RampErrorRow, RampRow
 from ramp_service.domain.flows import WATCH_LATE_DEPOSIT, Network
 from ramp_service.domain.outcomes import Advance, Outcome, RetryPolicy, Wait
 from ramp_service.domain.ramp import IssuedTx, RampRecord, SigningAccount, StoredTx
@@ -1033,3 +1033,59 @@ def test_the_late_deposit_watch_reads_less_and_less_often_and_ends_on_time(
     assert timedelta(hours=6) <= clock.now - started <= timedelta(hours=6, minutes=1)
     assert (current.status, current.current_phase) == ("TIMED_OUT", "timedOut")
     assert aio_loop.run(error_reasons(sessions, ramp_id)) == []
+
+
+def test_a_deposit_above_the_quote_is_recorded_and_the_ramp_goes_on(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The swap and the cleanup move the quoted amount only: what the user sent beyond it stays
+    on the ephemeral, the user's. Nothing recorded it (the handler's note was dropped): now a
+    USER_OVERPAID entry says how much and where, and the ramp goes on. An exact deposit records
+    nothing."""
+    token = TOKEN_FOR["USDC"]
+    ramps = {}
+    for name, extra in (("overpaid", "2.5"), ("exact", "0")):
+        eph = ephemeral(node, pen="0")
+        record = sell_of(eph, clock)
+        ramps[name] = (
+            aio_loop.run(insert_at(sessions, record, "awaitUserDeposit", clock.now)),
+            eph,
+        )
+        amount = record.quote.input_amount + Decimal(extra)
+        node.rpc("dev_mint", eph.ss58_address, token, str(amount))
+        eventually(
+            lambda e=eph, a=amount: (
+                aio_loop.run(chains.pendulum.balance(e.ss58_address, token)) == a
+            ),
+            "the deposit",
+        )
+    proc = processor(
+        sessions,
+        direct,
+        clock,
+        {"awaitUserDeposit": AwaitUserDeposit(chains), "fundEphemeral": Parked()},
+    )
+    aio_loop.run(proc.run_once())
+    overpaid, eph = ramps["overpaid"]
+    exact, _ = ramps["exact"]
+    for ramp_id in (overpaid, exact):
+        assert row(sessions, aio_loop, ramp_id).current_phase == "fundEphemeral"
+    assert aio_loop.run(error_reasons(sessions, exact)) == []
+    assert aio_loop.run(error_reasons(sessions, overpaid)) == ["USER_OVERPAID"]
+
+    async def finding() -> tuple[str, bool]:
+        async with sessions.begin() as session:
+            found = await session.scalar(
+                select(RampErrorRow).where(RampErrorRow.ramp_id == overpaid)
+            )
+            assert found is not None
+            return found.message, found.recoverable
+
+    message, recoverable = aio_loop.run(finding())
+    assert message.startswith(f"2.500000 {token} more than the quote's")
+    assert eph.ss58_address in message and not recoverable
