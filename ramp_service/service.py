@@ -86,9 +86,15 @@ class RegisterCommand:
     additional_data: AdditionalData
 
     def fingerprint(self) -> str:
-        """Stable hash of what the client asked for (to recognise a repeated register)."""
+        """Stable hash of what the client asked for (to recognise a repeated register): the
+        quote id in its one spelling, as the ramp's id is derived from it (a retry that spells
+        it in capitals is the same register)."""
+        try:
+            quote_id = str(uuid.UUID(self.quote_id))
+        except ValueError:
+            quote_id = self.quote_id
         body = json.dumps(
-            [self.quote_id, sorted(self.accounts), vars(self.additional_data)], sort_keys=True
+            [quote_id, sorted(self.accounts), vars(self.additional_data)], sort_keys=True
         )
         return hashlib.sha256(body.encode()).hexdigest()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -143,24 +145,38 @@ class AnchorClient(_PartnerHttp):
             f"{self._base_url}/sep24/transactions/withdraw/interactive",
             json={"asset_code": asset_code, "amount": f"{amount:f}", "dest": destination},
         )
-        return _withdrawal(body["transaction"])
+        return _withdrawal(body)
 
     async def withdrawal(self, withdrawal_id: str) -> AnchorWithdrawal:
         """The withdrawal's current state."""
         body = await _call(
             self._http(), "GET", f"{self._base_url}/sep24/transaction", params={"id": withdrawal_id}
         )
-        return _withdrawal(body["transaction"])
+        return _withdrawal(body)
 
 
-def _withdrawal(tx: dict[str, Any]) -> AnchorWithdrawal:
-    return AnchorWithdrawal(
-        str(tx["id"]),
-        str(tx["withdraw_anchor_account"]),
-        str(tx["withdraw_memo"]),
-        str(tx["status"]),
-        str(tx.get("stellar_transaction_id") or ""),
-    )
+def _withdrawal(body: dict[str, Any]) -> AnchorWithdrawal:
+    with _shape("anchor"):
+        tx = body["transaction"]
+        return AnchorWithdrawal(
+            str(tx["id"]),
+            str(tx["withdraw_anchor_account"]),
+            str(tx["withdraw_memo"]),
+            str(tx["status"]),
+            str(tx.get("stellar_transaction_id") or ""),
+        )
+
+
+@contextmanager
+def _shape(partner: str) -> Iterator[None]:
+    """An answer missing a field or holding one of the wrong type (a partner's release changed
+    it, say) is the partner's bad answer, retried like its other faults, not a bug of ours."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise RecoverableError(
+            "PARTNER_BAD_RESPONSE", f"{partner}: an answer of an unexpected shape ({exc!r:.120})"
+        ) from exc
 
 
 class PixClient(_PartnerHttp):
@@ -232,6 +248,11 @@ class PixClient(_PartnerHttp):
 
 
 def _deposit(body: dict[str, Any]) -> PixDeposit:
+    with _shape("pix"):
+        return _pix_deposit(body)
+
+
+def _pix_deposit(body: dict[str, Any]) -> PixDeposit:
     expires = body.get("expires_at")
     return PixDeposit(
         str(body["id"]),

@@ -29,6 +29,7 @@ from ramp_service.domain.ramp import (
     parse_signing_accounts,
     ramp_id_for_quote,
 )
+from ramp_service.service import RegisterCommand
 from service_kit.errors import InvalidInput
 
 
@@ -218,3 +219,16 @@ def test_ramp_id_is_derived_from_the_quote() -> None:
     quote_id = uuid.uuid4()
     assert ramp_id_for_quote(quote_id) == ramp_id_for_quote(quote_id)
     assert ramp_id_for_quote(quote_id) != ramp_id_for_quote(uuid.uuid4())
+
+
+def test_a_register_repeated_with_the_quote_id_spelled_otherwise_is_the_same_register() -> None:
+    """The ramp's id derives from the quote's UUID, whatever its spelling: the fingerprint a
+    repeated register is recognised by must too (a retry in capitals met QUOTE_CONSUMED)."""
+    quote_id = uuid.uuid4()
+    data = AdditionalData("5Wallet", "DE89370400440532013000")
+    accounts = [("stellar", "GA"), ("pendulum", "5P")]
+    spellings = (str(quote_id), str(quote_id).upper(), "{" + str(quote_id) + "}", quote_id.hex)
+    prints = {RegisterCommand(s, accounts, data).fingerprint() for s in spellings}
+    assert len(prints) == 1
+    assert RegisterCommand(str(uuid.uuid4()), accounts, data).fingerprint() not in prints
+    assert RegisterCommand("not-a-uuid", accounts, data).fingerprint()  # refused later, not here

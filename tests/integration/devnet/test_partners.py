@@ -218,12 +218,31 @@ def test_pix_rejections(
     async def not_json(_: web.Request) -> web.Response:
         return web.Response(text="<html>maintenance</html>", content_type="text/html")
 
+    # JSON of another shape (a field missing, a number that is none): the partner's fault,
+    # retried, not INTERNAL (a KeyError or decimal's InvalidOperation escaped before).
+    shapes = {
+        "x": {"id": "x", "status": "pending"},  # no amount, no code
+        "y": {"id": "y", "amount": "ten", "pix_copy_paste": "c", "status": "pending"},
+    }
+
+    async def reshaped(request: web.Request) -> web.Response:
+        return web.json_response(shapes[request.match_info["id"]])
+
+    async def withdrawal(_: web.Request) -> web.Response:
+        return web.json_response({"transaction": {"id": "w1", "status": "pending"}})
+
     app = web.Application()
-    app.router.add_get("/v1/pix/deposits/{id}", not_json)
+    app.router.add_get("/v1/pix/deposits/{id}", reshaped)
+    app.router.add_get("/v1/pix/deposits/html/{id}", not_json)
+    app.router.add_get("/sep24/transaction", withdrawal)
     runner, port = aio_loop.run(serve(app))
     confused = PixClient(f"http://127.0.0.1:{port}", timeout_s=2)
     assert reason(confused.deposit("x")) == "PARTNER_BAD_RESPONSE:True"
-    for c in (client, slow, unreachable, confused):
+    assert reason(confused.deposit("y")) == "PARTNER_BAD_RESPONSE:True"
+    assert reason(confused.deposit("html/z")) == "PARTNER_BAD_RESPONSE:True"
+    anchor = AnchorClient(f"http://127.0.0.1:{port}", timeout_s=2)
+    assert reason(anchor.withdrawal("w1")) == "PARTNER_BAD_RESPONSE:True"
+    for c in (client, slow, unreachable, confused, anchor):
         aio_loop.run(c.close())
     aio_loop.run(runner.cleanup())
 
