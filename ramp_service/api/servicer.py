@@ -51,6 +51,24 @@ def _presigned(txs: list[ramp_pb2.PresignedTx]) -> list[PresignedTx]:
     return [PresignedTx(t.phase, t.network, t.signer, t.nonce, t.tx_data, t.signature) for t in txs]
 
 
+def _masked(text: str, shown: int) -> str:
+    """All but the last `shown` characters starred (none shown of a short text)."""
+    kept = text[-shown:] if len(text) > 2 * shown else ""
+    return "*" * (len(text) - len(kept)) + kept
+
+
+def listed(message: ramp_pb2.Ramp) -> ramp_pb2.Ramp:
+    """A ramp as a wallet's history shows it. Anyone may ask for any wallet's history (its
+    address is public on chain and proves nothing about the caller): the user's tax id and bank
+    account are masked to their last characters and the PIX charge's code is left out; GetRamp,
+    by the ramp's unguessable id, shows them whole."""
+    data = message.additional_data
+    data.tax_id = _masked(data.tax_id, 2)
+    data.destination = _masked(data.destination, 4)
+    message.deposit_instructions.pix_copy_paste = ""
+    return message
+
+
 # Errors of our own code: their text (an exception's) is for operators, who have it in the
 # worker's log and the database; the public API shows the reason and this.
 INTERNAL_REASONS = frozenset({"PROCESSOR_ERROR", "HANDLER_ERROR"})
@@ -248,5 +266,5 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
             request.wallet_address, request.page_size, request.page_token
         )
         return ramp_pb2.ListRampsResponse(
-            ramps=[ramp_to_proto(r) for r in records], next_page_token=token
+            ramps=[listed(ramp_to_proto(r)) for r in records], next_page_token=token
         )

@@ -12,6 +12,7 @@ import grpc
 import pytest
 import sqlalchemy
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from substrateinterface import Keypair
@@ -20,15 +21,15 @@ from substrateinterface.utils.ss58 import ss58_encode
 from pendulumpay.quote.v1 import quote_pb2_grpc
 from pendulumpay.ramp.v1 import admin_pb2, admin_pb2_grpc, ramp_pb2, ramp_pb2_grpc
 from ramp_service.db.cleanup import time_out_unstarted
-from ramp_service.db.models import RampErrorRow
-from ramp_service.domain.ramp import RampRecord
+from ramp_service.db.models import RampErrorRow, RampRow
+from ramp_service.domain.ramp import AdditionalData, RampRecord
 from service_kit.grpc_server import RunningServer
 from tests.integration.conftest import start_ramp_server
 from tests.support.aio import FakeClock, LoopThread
 from tests.support.grpc_errors import failure
 from tests.support.processes import free_port
 from tests.support.quotes import sell_request
-from tests.support.ramps import insert_registered, sell_record
+from tests.support.ramps import buy_record, insert_registered, sell_record
 
 Stub = ramp_pb2_grpc.RampServiceStub
 
@@ -284,6 +285,50 @@ def test_history_is_paginated_newest_first(
     assert not ramp_stub.ListRamps(
         ramp_pb2.ListRampsRequest(wallet_address="5Nobody"), timeout=5
     ).ramps
+
+
+def test_a_wallet_s_history_masks_the_user_s_tax_id_and_bank_account(
+    ramp_stub: Stub,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Anyone can ask for any wallet's history (its address is public and proves nothing about
+    the caller): the tax id and the bank account show their last characters only, and a PIX
+    charge's code not at all. GetRamp, by the ramp's unguessable id, shows them whole."""
+    sell = dataclasses.replace(
+        sell_record(clock.now),
+        additional_data=AdditionalData("5History", "DE89370400440532013000"),
+    )
+    record = dataclasses.replace(
+        buy_record(clock.now + timedelta(minutes=1), f"5{uuid.uuid4().hex}", {}),
+        additional_data=AdditionalData("5History", "5DestinationOnAssetHub", "529.982.247-25"),
+    )
+    for ramp in (sell, record):
+        aio_loop.run(insert_registered(sessions, ramp))
+
+    async def with_charge() -> None:
+        async with sessions.begin() as session:
+            await session.execute(
+                update(RampRow)
+                .where(RampRow.id == record.id)
+                .values(partner_data={"pix_copy_paste": "00020126BR.GOV.BCB.PIX"})
+            )
+
+    aio_loop.run(with_charge())
+    listed_buy, listed_sell = ramp_stub.ListRamps(
+        ramp_pb2.ListRampsRequest(wallet_address="5History"), timeout=5
+    ).ramps
+    assert listed_sell.additional_data.destination == "*" * 18 + "3000"
+    assert listed_buy.additional_data.destination == "*" * 18 + "tHub"
+    assert listed_buy.additional_data.tax_id == "*" * 12 + "25"
+    assert listed_buy.additional_data.wallet_address == "5History"
+    assert listed_buy.deposit_instructions.pix_copy_paste == ""
+    assert listed_buy.deposit_instructions.amount  # the rest of the instructions stays
+    whole = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(record.id)), timeout=5)
+    assert whole.additional_data.destination == "5DestinationOnAssetHub"
+    assert whole.additional_data.tax_id == "529.982.247-25"
+    assert whole.deposit_instructions.pix_copy_paste == "00020126BR.GOV.BCB.PIX"
 
 
 async def add_errors(
