@@ -346,7 +346,10 @@ class Chain:
         if used["era"] != b"\0":
             era = self.config.create_scale_object("Era", data=ScaleBytes(used["era"]))
             era.decode()
-            birth = era.birth(self.head.number)
+            # Checked as the runtime checks it, for the block to be built on the head (its
+            # number is the head's plus one): past its era, the birth that number gives is not
+            # the block the era was signed at (and may not exist yet).
+            birth = era.birth(self.head.number + 1)
             if birth >= len(self.blocks):
                 raise InvalidTransaction("Transaction has an ancient birth block")
             era_hash = self.blocks[birth].hash

@@ -618,6 +618,11 @@ class PendulumChain:
         """The latest block number."""
         return await self._run(lambda c: int(c.get_block_number(None)))
 
+    async def finalized_head(self) -> int:
+        """The latest finalized block's number: a mortal era born there cannot be reorganized
+        away (born at the best block, a reorg would void the signature for good)."""
+        return await self._run(lambda c: int(c.get_block_number(c.get_chain_finalised_head())))
+
     async def amount_out(self, currency_in: str, currency_out: str, amount_in: Decimal) -> Decimal:
         """What the Nabla router would give for `amount_in` now (its getAmountOut query)."""
         params = [currency_in, currency_out, units(amount_in, currency_in)]

@@ -51,8 +51,9 @@ from ramp_service.worker.journal import Operation
 log = logging.getLogger("worker.phases")
 
 FUNDING_TX_VALIDITY_S = 120
-# The PEN funding transfer is mortal: it can land only in the 64 blocks after it was signed
-# (about 13 minutes of Pendulum's 12-second blocks), so a reconciliation never searches more.
+# The PEN funding transfer is mortal: born at the finalized head when signed, it can land only
+# in the 64 blocks from there (about 13 minutes of Pendulum's 12-second blocks, less the few
+# the finalized head trails the best one), so a reconciliation never searches more.
 FUNDING_ERA_BLOCKS = 64
 
 
@@ -322,6 +323,9 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
             # for in its era's blocks only: an operator's retry days later searches as far as
             # one sent a minute ago, not every block since (which never finished in time).
             until = _until(entry)
+            # The head before the nonce: if the era had ended by then (the next block is past
+            # it), a transfer still unapplied at the nonce's reading never applies.
+            head = await pendulum.head() if until is not None else 0
             lookup = await pendulum.find(
                 entry.tx_hash,
                 funding,
@@ -336,7 +340,9 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
                 await ctx.journal.mark("fund_pen", "confirmed")
                 return
             unused = found is None and applied <= entry.nonce
-            if unused and (until is None or await pendulum.head() < until):
+            # Born at block B with period P, it can go into blocks up to B + P - 1, each built
+            # on its parent: sent again only while the next block is one of those.
+            if unused and (until is None or head + 1 < until):
                 # Not applied and still applicable: send the very same bytes again.
                 assert entry.payload is not None
                 await _send_funding(chains, ctx, entry.payload)
@@ -344,9 +350,9 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
             # Failed, its nonce went to another transaction, or its era ended with nothing
             # applied: those bytes never apply any more.
             replace = True
-        head = await pendulum.head()
+        born = await pendulum.finalized_head()
         nonce = await pendulum.nonce(funding)
-        era = {"period": FUNDING_ERA_BLOCKS, "current": head}
+        era = {"period": FUNDING_ERA_BLOCKS, "current": born}
         payload = await pendulum.off_loop(
             lambda: pendulum.sign_with(
                 pendulum.token_transfer(ephemeral, "PEN", chains.ephemeral_pen),
@@ -362,7 +368,7 @@ async def fund_pendulum(chains: Chains, ctx: PhaseContext) -> None:
             signer=funding,
             nonce=nonce,
             payload=payload,
-            detail=f"block:{head} until:{head + FUNDING_ERA_BLOCKS}",
+            detail=f"block:{born} until:{born + FUNDING_ERA_BLOCKS}",
             replace=replace,
         )
         await _send_funding(chains, ctx, payload)

@@ -327,9 +327,56 @@ def test_a_lost_funding_transfer_is_searched_for_in_its_era_only_then_replaced(
     # F1's era (its first block to its last), and the block its replacement landed in: not
     # the 300 blocks since F1 was sent.
     assert len(scanned) <= FUNDING_ERA_BLOCKS + 2, len(scanned)
+    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
+        if row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove":
+            break
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())
     assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
     assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
     assert journal_state(sessions, aio_loop, ramp_id, "fund_pen") == "confirmed"
+
+
+def test_a_lost_funding_transfer_at_the_end_of_its_era_is_signed_anew_not_resent(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """F1 is lost from the pool with its nonce unused, and its era's last block is the head:
+    the next block is past its era, where the node refuses its bytes (their birth block is no
+    longer the one the era names). Resent, the refusal sent the ramp to review; it is signed
+    anew instead."""
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+    proc = processor(
+        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
+    )
+    devnet = chain_of(node)
+    node.rpc("dev_pauseBlocks")
+    aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
+    assert len(devnet.ready) == 1
+    devnet.ready.clear()  # lost, its nonce unused
+    born = aio_loop.run(chains.pendulum.finalized_head())
+    while devnet.head.number < born + FUNDING_ERA_BLOCKS - 1:
+        aio_loop.run(devnet.produce_block(force=True))
+    node.rpc("dev_resumeBlocks")
+    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())
+        if row(sessions, aio_loop, ramp_id).current_phase != "fundEphemeral":
+            break
+    assert (
+        row(sessions, aio_loop, ramp_id).status,
+        row(sessions, aio_loop, ramp_id).current_phase,
+    ) == (
+        "RUNNING",
+        "nablaApprove",
+    )
+    assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
 
 
 def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
@@ -390,9 +437,14 @@ def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
         sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
     )
     aio_loop.run(proc.run_once())
+    assert len(scanned) <= 1, len(scanned)  # the replacement's own block, nothing searched
+    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
+        if row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove":
+            break
+        clock.advance(minutes=5)
+        aio_loop.run(proc.run_once())
     assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
     assert devnet.native.get(eph.public_key, 0) == 10**12
-    assert len(scanned) <= 1, len(scanned)  # the replacement's own block, nothing searched
 
 
 def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_lost(
