@@ -159,8 +159,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 unavailable = database_unavailable(exc)
                 code = status_code_for(unavailable)
                 outcome = f"{code.name}:{unavailable.reason}"
+                # The SQLSTATE tells a lost connection (08...) from a statement timeout (57014)
+                # or a runaway query; bound values are never in the text (hide_parameters).
+                origin = getattr(exc, "orig", exc)
                 log.warning(
-                    "database unavailable", extra={"method": method, "error": type(exc).__name__}
+                    "database unavailable",
+                    extra={
+                        "method": method,
+                        "error": type(exc).__name__,
+                        "sqlstate": getattr(origin, "sqlstate", None),
+                    },
                 )
                 await _abort(
                     context, rich_status(code, unavailable.message, unavailable.reason, unavailable)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import sr25519
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
@@ -116,12 +117,14 @@ def _serialized(method: F) -> F:
 
 
 def _sr25519_valid(signer: Keypair, payload: bytes, signature: bytes) -> bool:
-    """Whether `signature` is `signer`'s sr25519 signature of `payload`. The library raises
-    ValueError for bytes that are no sr25519 signature at all (an Ed25519 one, whose last byte
-    lacks schnorrkel's marker; zeros; an ECDSA signature's 65 bytes): those are bad signatures
-    like any other, not an error of ours."""
+    """Whether `signature` is `signer`'s sr25519 signature of exactly `payload`, as the chain
+    checks it. Not `Keypair.verify`, which also accepts a signature of `<Bytes>payload</Bytes>`
+    (what a wallet's signRaw makes): the chain refuses that one, after the ramp started. The
+    library raises ValueError for bytes that are no sr25519 signature at all (an Ed25519 one,
+    whose last byte lacks schnorrkel's marker; zeros; an ECDSA signature's 65 bytes): those are
+    bad signatures like any other, not an error of ours."""
     try:
-        return bool(signer.verify(payload, signature))
+        return bool(sr25519.verify(bytes(signature), bytes(payload), signer.public_key))
     except (ValueError, TypeError):
         return False
 

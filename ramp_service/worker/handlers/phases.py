@@ -283,9 +283,12 @@ async def submit_presigned_stellar(
         found = await stellar.find(tx_hash)
         if found is not None:
             return await _stellar_recorded(ctx, operation, found.successful, tx_hash)
-        if exc.reason == "TX_BAD_SEQ":
-            # Its sequence is used (by these bytes, not yet searchable, or by others): the next
-            # attempt's reconciliation tells which, and reviews it as EFFECT_NOT_FOUND if so.
+        account = await stellar.account(stored.issued.signer)
+        if account is None or account.sequence >= stored.issued.nonce:
+            # Its sequence is used, or its account is gone (merged away): by these bytes, not
+            # yet searchable (tx_bad_seq, tx_no_source_account, tx_too_late just after they
+            # applied), or by others. The next attempt's reconciliation tells which, and
+            # reviews it as EFFECT_NOT_FOUND if it was others.
             raise RecoverableError(
                 "STELLAR_SEQUENCE_USED", f"{ctx.phase}: the sequence is used; reconciling"
             ) from exc

@@ -138,6 +138,18 @@ def test_verify_rejects_tampering(node: Node, chain: PendulumChain) -> None:
             chain.assemble(issued, "0x" + ED25519.sign(b"payload").hex()),
             "PRESIGNED_TX_BAD_SIGNATURE",
         ),
+        # A wallet's signRaw signs <Bytes>payload</Bytes>; Keypair.verify accepts that, the
+        # chain does not.
+        "a signature of the wrapped payload": (
+            chain.assemble(
+                issued,
+                "0x"
+                + eph.sign(
+                    b"<Bytes>" + bytes.fromhex(issued.signing_payload_hex[2:]) + b"</Bytes>"
+                ).hex(),
+            ),
+            "PRESIGNED_TX_BAD_SIGNATURE",
+        ),
     }
     for name, (signed, reason) in cases.items():
         with pytest.raises(InvalidInput) as exc:

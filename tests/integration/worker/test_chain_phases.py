@@ -27,6 +27,7 @@ from devnet.substrate.app import create_app as create_node
 from devnet.substrate.chain import Chain
 from ramp_service.adapters.registration import TOKEN_FOR, ChainRegistration
 from ramp_service.admin import RampAdmin
+from ramp_service.chains.errors import UnrecoverableError
 from ramp_service.chains.partners import AnchorClient, PixClient, PixDeposit
 from ramp_service.chains.pendulum import PendulumChain, account_storage_key
 from ramp_service.chains.stellar import StellarChain, SubmitResult
@@ -521,7 +522,26 @@ class LandsBeforeResend(LandsAfterFirstRead):
         return await super().submit(payload)
 
 
-@pytest.mark.parametrize("lands", [LandsAfterFirstRead, LandsBeforeResend])
+class LandsThenTooLate(LandsBeforeResend):
+    """As LandsBeforeResend, but Horizon answers the resend tx_too_late (its time bounds just
+    passed) and has not indexed the landed transaction yet when it is first searched for."""
+
+    lagging = False
+
+    async def submit(self, payload: str) -> object:  # type: ignore[override]
+        landing = self.held is not None
+        await self._land()
+        self.lagging = landing
+        raise UnrecoverableError("TX_TOO_LATE", "tx_too_late")
+
+    async def find(self, tx_hash: str) -> object:  # type: ignore[override]
+        if self.lagging:
+            self.lagging = False
+            return None
+        return await StellarChain.find(self, tx_hash)
+
+
+@pytest.mark.parametrize("lands", [LandsAfterFirstRead, LandsBeforeResend, LandsThenTooLate])
 def test_a_stellar_transaction_landing_during_reconciliation_is_not_reviewed_as_lost(
     lands: type[LandsAfterFirstRead],
     chains: Chains,
