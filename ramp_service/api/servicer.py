@@ -57,15 +57,22 @@ def _masked(text: str, shown: int) -> str:
     return "*" * (len(text) - len(kept)) + kept
 
 
-def listed(message: ramp_pb2.Ramp) -> ramp_pb2.Ramp:
-    """A ramp as a wallet's history shows it. Anyone may ask for any wallet's history (its
-    address is public on chain and proves nothing about the caller): the user's tax id and bank
-    account are masked to their last characters and the PIX charge's code is left out; GetRamp,
-    by the ramp's unguessable id, shows them whole."""
+def masked(message: ramp_pb2.Ramp) -> ramp_pb2.Ramp:
+    """A ramp as its readers see it (GetRamp, a wallet's history): the user's tax id and
+    destination (bank account, wallet) masked to their last characters. Anyone may read a
+    wallet's history (its address is public on chain and proves nothing about the caller), and
+    the history names each ramp's id; only the answers to register, update and start, to the
+    caller who sent the data, show it whole."""
     data = message.additional_data
     data.tax_id = _masked(data.tax_id, 2)
     data.destination = _masked(data.destination, 4)
-    message.deposit_instructions.pix_copy_paste = ""
+    return message
+
+
+def listed(message: ramp_pb2.Ramp) -> ramp_pb2.Ramp:
+    """A ramp as a wallet's history shows it: masked, and without the PIX charge's code (the
+    ramp's own poll, GetRamp, shows that to the payer)."""
+    masked(message).deposit_instructions.pix_copy_paste = ""
     return message
 
 
@@ -248,7 +255,7 @@ class RampServicer(ramp_pb2_grpc.RampServiceServicer):
             if current == cached[0]:
                 return cached[1]
         record, version = await self._service.get_versioned(key)
-        message = ramp_to_proto(record)
+        message = masked(ramp_to_proto(record))
         self._rendered.put(key, version, message)
         return message
 

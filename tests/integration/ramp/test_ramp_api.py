@@ -287,15 +287,16 @@ def test_history_is_paginated_newest_first(
     ).ramps
 
 
-def test_a_wallet_s_history_masks_the_user_s_tax_id_and_bank_account(
+def test_readers_see_the_user_s_tax_id_and_bank_account_masked(
     ramp_stub: Stub,
     sessions: async_sessionmaker[AsyncSession],
     clock: FakeClock,
     aio_loop: LoopThread,
 ) -> None:
     """Anyone can ask for any wallet's history (its address is public and proves nothing about
-    the caller): the tax id and the bank account show their last characters only, and a PIX
-    charge's code not at all. GetRamp, by the ramp's unguessable id, shows them whole."""
+    the caller), and it names each ramp's id: the history and GetRamp show the tax id and the
+    destination to their last characters only, the history no PIX charge code. The answers to
+    register, update and start (to the caller who sent the data) show them whole."""
     sell = dataclasses.replace(
         sell_record(clock.now),
         additional_data=AdditionalData("5History", "DE89370400440532013000"),
@@ -325,10 +326,16 @@ def test_a_wallet_s_history_masks_the_user_s_tax_id_and_bank_account(
     assert listed_buy.additional_data.wallet_address == "5History"
     assert listed_buy.deposit_instructions.pix_copy_paste == ""
     assert listed_buy.deposit_instructions.amount  # the rest of the instructions stays
-    whole = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(record.id)), timeout=5)
-    assert whole.additional_data.destination == "5DestinationOnAssetHub"
-    assert whole.additional_data.tax_id == "529.982.247-25"
-    assert whole.deposit_instructions.pix_copy_paste == "00020126BR.GOV.BCB.PIX"
+    polled = ramp_stub.GetRamp(ramp_pb2.GetRampRequest(id=str(record.id)), timeout=5)
+    assert polled.additional_data.destination == "*" * 18 + "tHub"
+    assert polled.additional_data.tax_id == "*" * 12 + "25"
+    assert polled.deposit_instructions.pix_copy_paste == "00020126BR.GOV.BCB.PIX"  # the payer's
+    # The data as sent, in the answer to the caller who sent it.
+    same = ramp_pb2.AdditionalData(destination="DE89370400440532013000")
+    updated = ramp_stub.UpdateRamp(
+        ramp_pb2.UpdateRampRequest(ramp_id=str(sell.id), additional_data=same), timeout=5
+    )
+    assert updated.additional_data.destination == "DE89370400440532013000"
 
 
 async def add_errors(
