@@ -150,29 +150,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         )
                 elif isinstance(request, _Undecodable):
                     raise _refuse_undecodable(request)
-                return await inner(request, context)
+                try:
+                    return await inner(request, context)
+                except DATABASE_LOST as exc:  # a session path's: retryable, as DirectPool's are
+                    # The SQLSTATE tells a lost connection (08...) from a statement timeout
+                    # (57014) or a runaway query; bound values are never in the text.
+                    origin = getattr(exc, "orig", exc)
+                    log.warning(
+                        "database unavailable",
+                        extra={
+                            "method": method,
+                            "error": type(exc).__name__,
+                            "sqlstate": getattr(origin, "sqlstate", None),
+                        },
+                    )
+                    raise database_unavailable(exc) from exc
             except errors.DomainError as exc:
                 code = status_code_for(exc)
                 outcome = f"{code.name}:{exc.reason}"
                 await _abort(context, rich_status(code, exc.message, exc.reason, exc))
-            except DATABASE_LOST as exc:  # a session path's: retryable, as DirectPool's are
-                unavailable = database_unavailable(exc)
-                code = status_code_for(unavailable)
-                outcome = f"{code.name}:{unavailable.reason}"
-                # The SQLSTATE tells a lost connection (08...) from a statement timeout (57014)
-                # or a runaway query; bound values are never in the text (hide_parameters).
-                origin = getattr(exc, "orig", exc)
-                log.warning(
-                    "database unavailable",
-                    extra={
-                        "method": method,
-                        "error": type(exc).__name__,
-                        "sqlstate": getattr(origin, "sqlstate", None),
-                    },
-                )
-                await _abort(
-                    context, rich_status(code, unavailable.message, unavailable.reason, unavailable)
-                )
             except grpc.aio.AbortError:  # the handler aborted on purpose
                 outcome = "ABORTED_BY_HANDLER"
                 raise

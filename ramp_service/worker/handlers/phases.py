@@ -478,13 +478,13 @@ class AwaitUserDeposit:
     async def run(self, ctx: PhaseContext) -> Outcome:
         quote = ctx.ramp.quote
         token = TOKEN_FOR[quote.input_currency]
-        held = await self._chains.pendulum.balance(_ephemeral(ctx, Network.PENDULUM), token)
+        address = _ephemeral(ctx, Network.PENDULUM)
+        held = await self._chains.pendulum.balance(address, token)
         if held > quote.input_amount:
             # The swap and the cleanup move the quoted amount only: the rest stays on the
             # ephemeral, whose key only the user's browser holds. Recorded for support to tell
             # the user (GetRampErrors shows it); the ramp goes on with the quoted amount.
             extra = held - quote.input_amount
-            address = _ephemeral(ctx, Network.PENDULUM)
             return Advance(
                 f"{held} {token} received",
                 (
