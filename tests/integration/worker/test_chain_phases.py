@@ -278,6 +278,85 @@ def test_a_funding_transfer_landing_during_reconciliation_is_not_sent_twice(
     assert devnet.nonces[FUNDING.public_key] == 1
 
 
+@dataclass
+class Funding:
+    """A BUY ramp in fundEphemeral, its processor (fundEphemeral, then parked) and the node."""
+
+    ramp_id: uuid.UUID
+    eph: Keypair
+    proc: PhaseProcessor
+    devnet: Chain
+
+
+def funding_ramp(
+    node: Node,
+    chains: Chains,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> Funding:
+    eph = ephemeral(node, pen="0")
+    record = buy_record(clock.now, eph.ss58_address, {})
+    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
+    proc = processor(
+        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
+    )
+    return Funding(ramp_id, eph, proc, chain_of(node))
+
+
+def lose_the_first_transfer(node: Node, funding: Funding, aio_loop: LoopThread) -> None:
+    """F1 is sent while no block comes (its submit times out), then lost from the pool (a node
+    restarted with an empty pool); blocks stay paused."""
+    node.rpc("dev_pauseBlocks")
+    aio_loop.run(funding.proc.run_once())
+    assert len(funding.devnet.ready) == 1
+    funding.devnet.ready.clear()
+
+
+def take_funding_nonce_0(node: Node, chains: Chains) -> str:
+    """Another transfer of the funding account at nonce 0, submitted: its bytes."""
+    other = Keypair.create_from_uri(f"//Other{uuid.uuid4().hex}", ss58_format=56)
+    taken = chains.pendulum.sign_with(
+        chains.pendulum.token_transfer(other.ss58_address, "PEN", Decimal(1)),
+        chains.pendulum_funding,
+        0,
+    )
+    node.rpc("author_submitExtrinsic", taken)
+    return taken
+
+
+def count_block_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each block the Pendulum adapter reads from now on appends to the list returned."""
+    reads: list[int] = []
+    original = SubstrateInterface.get_block
+
+    def counting(self: SubstrateInterface, *args: object, **kwargs: object) -> object:
+        reads.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SubstrateInterface, "get_block", counting)
+    return reads
+
+
+def funded_once(
+    funding: Funding,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """The ramp went on to nablaApprove (further runs settle a replacement's wait for its block,
+    which may time out on a busy machine) with one transfer of ephemeral_pen in all."""
+    for _ in range(3):
+        if row(sessions, aio_loop, funding.ramp_id).current_phase != "fundEphemeral":
+            break
+        clock.advance(minutes=5)
+        aio_loop.run(funding.proc.run_once())
+    found = row(sessions, aio_loop, funding.ramp_id)
+    assert (found.status, found.current_phase) == ("RUNNING", "nablaApprove")
+    assert funding.devnet.native.get(funding.eph.public_key, 0) == 10**12
+
+
 def test_a_lost_funding_transfer_is_searched_for_in_its_era_only_then_replaced(
     node: Node,
     chains: Chains,
@@ -292,50 +371,21 @@ def test_a_lost_funding_transfer_is_searched_for_in_its_era_only_then_replaced(
     after a top-up). Searching every block since F1 was sent took longer than the chain
     timeout at every retry: the ramp could never go on. F1 is mortal now, so only its era's
     blocks are searched, and it is replaced."""
-    eph = ephemeral(node, pen="0")
-    record = buy_record(clock.now, eph.ss58_address, {})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
-    proc = processor(
-        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
-    )
-    devnet = chain_of(node)
-    node.rpc("dev_pauseBlocks")
-    aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
-    assert len(devnet.ready) == 1
-    devnet.ready.clear()  # lost (a node restarted with an empty pool)
-    other = Keypair.create_from_uri(f"//Other{uuid.uuid4().hex}", ss58_format=56)
-    taken = chains.pendulum.sign_with(
-        chains.pendulum.token_transfer(other.ss58_address, "PEN", Decimal(1)),
-        chains.pendulum_funding,
-        0,
-    )
-    node.rpc("author_submitExtrinsic", taken)  # F1's nonce goes to another transfer
+    funding = funding_ramp(node, chains, sessions, direct, clock, aio_loop)
+    lose_the_first_transfer(node, funding, aio_loop)
+    take_funding_nonce_0(node, chains)  # F1's nonce goes to another transfer
     for _ in range(300):
-        aio_loop.run(devnet.produce_block(force=True))
-    assert devnet.nonces[FUNDING.public_key] == 1
+        aio_loop.run(funding.devnet.produce_block(force=True))
+    assert funding.devnet.nonces[FUNDING.public_key] == 1
     node.rpc("dev_resumeBlocks")
-
-    scanned = []
-    original = SubstrateInterface.get_block
-
-    def counting(self: SubstrateInterface, *args: object, **kwargs: object) -> object:
-        scanned.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SubstrateInterface, "get_block", counting)
+    reads = count_block_reads(monkeypatch)
     clock.advance(minutes=5)
-    aio_loop.run(proc.run_once())
+    aio_loop.run(funding.proc.run_once())
     # F1's era (its first block to its last), and the block its replacement landed in: not
     # the 300 blocks since F1 was sent.
-    assert len(scanned) <= FUNDING_ERA_BLOCKS + 2, len(scanned)
-    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
-        if row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove":
-            break
-        clock.advance(minutes=5)
-        aio_loop.run(proc.run_once())
-    assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
-    assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
-    assert journal_state(sessions, aio_loop, ramp_id, "fund_pen") == "confirmed"
+    assert len(reads) <= FUNDING_ERA_BLOCKS + 2, len(reads)
+    funded_once(funding, sessions, clock, aio_loop)
+    assert journal_state(sessions, aio_loop, funding.ramp_id, "fund_pen") == "confirmed"
 
 
 def test_a_lost_funding_transfer_at_the_end_of_its_era_is_signed_anew_not_resent(
@@ -350,34 +400,15 @@ def test_a_lost_funding_transfer_at_the_end_of_its_era_is_signed_anew_not_resent
     the next block is past its era, where the node refuses its bytes (their birth block is no
     longer the one the era names). Resent, the refusal sent the ramp to review; it is signed
     anew instead."""
-    eph = ephemeral(node, pen="0")
-    record = buy_record(clock.now, eph.ss58_address, {})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
-    proc = processor(
-        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
-    )
-    devnet = chain_of(node)
-    node.rpc("dev_pauseBlocks")
-    aio_loop.run(proc.run_once())  # F1 sent; no block comes: the submit times out
-    assert len(devnet.ready) == 1
-    devnet.ready.clear()  # lost, its nonce unused
+    funding = funding_ramp(node, chains, sessions, direct, clock, aio_loop)
+    lose_the_first_transfer(node, funding, aio_loop)
     born = aio_loop.run(chains.pendulum.finalized_head())
-    while devnet.head.number < born + FUNDING_ERA_BLOCKS - 1:
-        aio_loop.run(devnet.produce_block(force=True))
+    while funding.devnet.head.number < born + FUNDING_ERA_BLOCKS - 1:
+        aio_loop.run(funding.devnet.produce_block(force=True))
+    clock.advance(minutes=5)
+    aio_loop.run(funding.proc.run_once())  # decided at that head: blocks still paused
     node.rpc("dev_resumeBlocks")
-    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
-        clock.advance(minutes=5)
-        aio_loop.run(proc.run_once())
-        if row(sessions, aio_loop, ramp_id).current_phase != "fundEphemeral":
-            break
-    assert (
-        row(sessions, aio_loop, ramp_id).status,
-        row(sessions, aio_loop, ramp_id).current_phase,
-    ) == (
-        "RUNNING",
-        "nablaApprove",
-    )
-    assert devnet.native.get(eph.public_key, 0) == 10**12  # one transfer of ephemeral_pen
+    funded_once(funding, sessions, clock, aio_loop)
 
 
 def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
@@ -392,24 +423,15 @@ def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
     """Included and failed, a transfer never applies: its entry (whose detail now holds the
     failure, not the block it was sent at) was searched for in the 200 latest blocks at every
     retry, which a remote node could not answer in time."""
-    eph = ephemeral(node, pen="0")
-    record = buy_record(clock.now, eph.ss58_address, {})
-    ramp_id = aio_loop.run(insert_at(sessions, record, "fundEphemeral", clock.now))
-    other = Keypair.create_from_uri(f"//Other{uuid.uuid4().hex}", ss58_format=56)
-    spent = chains.pendulum.sign_with(
-        chains.pendulum.token_transfer(other.ss58_address, "PEN", Decimal(1)),
-        chains.pendulum_funding,
-        0,
-    )
-    devnet = chain_of(node)
-    node.rpc("author_submitExtrinsic", spent)  # stands for the failed transfer: nonce 0 used
-    eventually(lambda: devnet.nonces.get(FUNDING.public_key) == 1, "nonce 0 used")
+    funding = funding_ramp(node, chains, sessions, direct, clock, aio_loop)
+    spent = take_funding_nonce_0(node, chains)  # stands for the failed transfer: nonce 0 used
+    eventually(lambda: funding.devnet.nonces.get(FUNDING.public_key) == 1, "nonce 0 used")
 
     async def failed_entry() -> None:
         async with sessions.begin() as session:
             session.add(
                 OperationRow(
-                    ramp_id=ramp_id,
+                    ramp_id=funding.ramp_id,
                     phase="fundEphemeral",
                     operation="fund_pen",
                     network="pendulum",
@@ -426,26 +448,10 @@ def test_a_funding_transfer_that_failed_on_chain_is_replaced_without_a_search(
             )
 
     aio_loop.run(failed_entry())
-    scanned = []
-    original = SubstrateInterface.get_block
-
-    def counting(self: SubstrateInterface, *args: object, **kwargs: object) -> object:
-        scanned.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SubstrateInterface, "get_block", counting)
-    proc = processor(
-        sessions, direct, clock, {"fundEphemeral": FundEphemeral(chains), "nablaApprove": Parked()}
-    )
-    aio_loop.run(proc.run_once())
-    assert len(scanned) <= 1, len(scanned)  # the replacement's own block, nothing searched
-    for _ in range(3):  # the replacement's wait for its block may time out on a busy machine
-        if row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove":
-            break
-        clock.advance(minutes=5)
-        aio_loop.run(proc.run_once())
-    assert row(sessions, aio_loop, ramp_id).current_phase == "nablaApprove"
-    assert devnet.native.get(eph.public_key, 0) == 10**12
+    reads = count_block_reads(monkeypatch)
+    aio_loop.run(funding.proc.run_once())
+    assert len(reads) <= 1, len(reads)  # the replacement's own block, nothing searched
+    funded_once(funding, sessions, clock, aio_loop)
 
 
 def test_a_presigned_extrinsic_landing_during_reconciliation_is_not_reviewed_as_lost(
