@@ -249,18 +249,14 @@ class PixClient(_PartnerHttp):
 
 def _deposit(body: dict[str, Any]) -> PixDeposit:
     with _shape("pix"):
-        return _pix_deposit(body)
-
-
-def _pix_deposit(body: dict[str, Any]) -> PixDeposit:
-    expires = body.get("expires_at")
-    return PixDeposit(
-        str(body["id"]),
-        str(body.get("txid") or ""),
-        Decimal(str(body["amount"])),
-        str(body.get("tax_id") or ""),
-        str(body.get("destination") or ""),
-        datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None,
-        str(body["pix_copy_paste"]),
-        str(body["status"]),
-    )
+        expires = body.get("expires_at")
+        return PixDeposit(
+            str(body["id"]),
+            str(body.get("txid") or ""),
+            Decimal(str(body["amount"])),
+            str(body.get("tax_id") or ""),
+            str(body.get("destination") or ""),
+            datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None,
+            str(body["pix_copy_paste"]),
+            str(body["status"]),
+        )
