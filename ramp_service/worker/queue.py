@@ -48,6 +48,11 @@ CLAIM_SQL = """
 # A move leaves next_attempt_at alone (the ramp was due when claimed and stays due for whoever
 # claims it next) and touches no other indexed column while the status stays, so PostgreSQL can
 # update the row in place (HOT: no index entries), ten times per ramp; see migration 0003.
+# The ramps are named by key (`= ANY` of the input's ids) as well as joined: with only the join,
+# a table analyzed while no ramp held a lease (so "no row has this owner") was scanned whole per
+# move wherever the planner took that for cheaper than a key lookup per ramp (EXPLAIN, 5000
+# ramps: a sequential scan per move, 1.4 -> 9.6 ms as the table's dead rows grew; now a key
+# lookup whatever the statistics).
 MOVE_MANY_SQL = """
 WITH input AS (
     SELECT * FROM jsonb_to_recordset(%(moves)s::jsonb) AS i(
@@ -61,7 +66,8 @@ WITH input AS (
         attempts = 0, phase_started_at = i.now, updated_at = i.now,
         status_reason = COALESCE(i.reason, r.status_reason)
     FROM input AS i
-    WHERE r.id = i.id AND r.generation = i.generation AND r.lease_owner = %(owner)s
+    WHERE r.id = ANY(ARRAY(SELECT id FROM input))
+      AND r.id = i.id AND r.generation = i.generation AND r.lease_owner = %(owner)s
       AND (NOT i.check_phase OR (r.current_phase = i.phase_from AND r.status = i.status_from))
     RETURNING r.id, r.generation
 ), event AS (
