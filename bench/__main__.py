@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
+import os
 import statistics
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -88,8 +90,20 @@ def run(quick: bool) -> dict[str, Any]:
                 lambda: workloads.quote_create(sut.quote_address, seconds),
             )
         )
+        # Where register's and start's CPU goes, per call: each service (its SO_REUSEPORT
+        # siblings included), the devnet's chains and partners, PostgreSQL, and this process
+        # (the load generator: register and start run on the Python loop).
+        groups: dict[str, Callable[[], float]] = {
+            name: functools.partial(cpu.cpu_seconds, [sut.pids[name]])
+            for name in ("ramp", "quote", "devnet")
+            if name in sut.pids
+        }
+        groups["postgres"] = lambda: cpu.cpu_seconds(cpu.postgres_pids(), descendants=False)
+        groups["bench"] = lambda: cpu.cpu_seconds([os.getpid()], descendants=False)
         combined, halves = asyncio.run(
-            workloads.register_start(sut.ramp_address, sut.quote_address, sut.passphrase, seconds)
+            workloads.register_start(
+                sut.ramp_address, sut.quote_address, sut.passphrase, seconds, groups
+            )
         )
         w["register_start"] = combined
         results["register_start_parts"] = halves
@@ -140,9 +154,10 @@ def run(quick: bool) -> dict[str, Any]:
         per_s = max(2000.0, 0.2 * results["baselines"]["claim_ceiling_per_s"])
         workloads.seed_running_ramps(sut.work_database_url, int(per_s * (advance_seconds + 5)))
         baselines.settle(sut.work_database_url)
-        rate, ratio, due_left = asyncio.run(
+        rate, ratio, due_left, cores = asyncio.run(
             workloads.phase_advance(sut.work_database_url, advance_seconds, window)
         )
+        results["phase_advance_cores"] = cores
         w["phase_advance"] = {"ramps_per_s": round(rate, 2), "last_minute_ratio": round(ratio, 3)}
         results["phase_advance_due_left"] = due_left
         results["phase_advance_ran_short"] = due_left < rate * window
@@ -201,6 +216,22 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"\n{'cpu per request':<24}{'service us':>12}{'generator us':>14}")
         for name, cost in costs.items():
             print(f"{name:<24}{cost['server_us']:>12.0f}{cost['generator_us']:>14.1f}")
+    parts = results.get("register_start_parts", {})
+    if any("cpu_ms" in part for part in parts.values()):
+        print("\ncpu ms per call at peak (where register+start's cycles go)")
+        for name, part in parts.items():
+            spent = part.get("cpu_ms", {})
+            print(
+                f"{name:<10}"
+                + "  ".join(f"{k}={v:.2f}" for k, v in spent.items())
+                + f"  total={sum(spent.values()):.2f}"
+            )
+    if cores := results.get("phase_advance_cores"):
+        print(
+            "\nphase advance, cores busy: "
+            + "  ".join(f"{k}={v:.2f}" for k, v in cores.items())
+            + f"  of {results.get('host', {}).get('cpus', '?')}"
+        )
     if results.get("phase_advance_ran_short"):
         print(
             "\nwarning: fewer ramps than a window's work were still due at the end: the\n"

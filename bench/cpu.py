@@ -4,6 +4,7 @@ baseline can be explained by where the cycles went on a machine the load generat
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -44,6 +45,43 @@ def cpu_seconds(roots: list[int], descendants: bool = True) -> float:
         if fields:
             total += int(fields[11]) + int(fields[12])
     return total / TICKS
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (backends, WAL writer, checkpointer,
+    autovacuum): the database's share of a workload, whichever server the bench uses. On a
+    machine running other databases it counts their work too."""
+    pids = []
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return pids
+
+
+class Split:
+    """CPU seconds per named group of processes over a window: `Split(groups)` starts it,
+    `per_request(n)` ends it (milliseconds per request for each group). Each group is read by
+    a callable giving its CPU seconds so far (PostgreSQL's processes are looked up each time)."""
+
+    def __init__(self, groups: dict[str, Callable[[], float]]) -> None:
+        self._groups = groups
+        self._before = {name: read() for name, read in groups.items()}
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        return {
+            name: round(1e3 * (read() - self._before[name]) / max(1, requests), 2)
+            for name, read in self._groups.items()
+        }
+
+    def cores(self, seconds: float) -> dict[str, float]:
+        """Each group's CPU seconds per second of the window: the cores it kept busy."""
+        return {
+            name: round((read() - self._before[name]) / max(seconds, 1e-9), 2)
+            for name, read in self._groups.items()
+        }
 
 
 AUTOGROUP = PROC / "sys" / "kernel" / "sched_autogroup_enabled"

@@ -45,7 +45,7 @@ class Stack:
     ramp_address: str
     rest_url: str
     passphrase: str
-    pids: dict[str, int]  # echo, quote, ramp, envoy: for CPU accounting
+    pids: dict[str, int]  # echo, quote, ramp, envoy (and devnet if ours): for CPU accounting
     # Where the database-only workloads (raw baselines, claim ceiling, phase processor) run:
     # the services' database for the bench's own stack; a fresh one beside `make run`'s, whose
     # worker would otherwise take the bench's seeded ramps.
@@ -124,7 +124,7 @@ def start(stack: ExitStack) -> Stack:
         work = fresh_database(url)
         stack.callback(drop_database, work)
         quote_address, ramp_address = state["quote_address"], state["ramp_address"]
-        pids = {"quote": state["pids"]["quote"], "ramp": state["pids"]["ramp"]}
+        pids = {n: p for n in ("quote", "ramp", "devnet") if (p := state["pids"].get(n))}
     else:
         url = work = fresh_database()
         stack.callback(drop_database, url)  # runs last: after every process using it stopped
@@ -180,7 +180,7 @@ def _own_services(stack: ExitStack, url: str) -> tuple[str, str, dict[str, int]]
     devnet = {name: free_port() for name in ("horizon", "anchor", "pix", "substrate")}
     keys_file = Path(tempfile.mkdtemp(prefix="bench-devnet-")) / "keys.json"
     keys = load_or_create_keys(keys_file)
-    spawn(
+    chains = spawn(
         stack,
         ["-m", "devnet"],
         {
@@ -220,5 +220,5 @@ def _own_services(stack: ExitStack, url: str) -> tuple[str, str, dict[str, int]]
     return (
         f"127.0.0.1:{quote_port}",
         f"127.0.0.1:{ramp_port}",
-        {"quote": quote.pid, "ramp": ramp.pid},
+        {"quote": quote.pid, "ramp": ramp.pid, "devnet": chains.pid},
     )

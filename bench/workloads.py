@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import psycopg
 
-from bench import echo_server, h2
+from bench import cpu, echo_server, h2
 from bench.loadgen import Result, closed_loop, open_loop
 from pendulumpay.quote.v1 import quote_pb2, quote_pb2_grpc
 from pendulumpay.ramp.v1 import ramp_pb2, ramp_pb2_grpc
@@ -187,14 +188,20 @@ class _RoundRobin:
 
 
 async def register_start(
-    ramp_address: str, quote_address: str, passphrase: str, seconds: float
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    ramp_address: str,
+    quote_address: str,
+    passphrase: str,
+    seconds: float,
+    cpu_groups: dict[str, Callable[[], float]] | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """RegisterRamp (quote consumed over gRPC, freshness checked on both devnet chains, every
     transaction built, the anchor withdrawal opened) then StartRamp (every presigned transaction
     verified). Quotes and ephemeral keys are made, and registered ramps signed, outside the
     timed windows. Returns the combined row (one register plus one start per ramp: their rates
     combined harmonically, their latencies added) and each half's own row; plus the count of
-    ramps 16 concurrent retries of one start left RUNNING (must be exactly 1)."""
+    ramps 16 concurrent retries of one start left RUNNING (must be exactly 1). With
+    `cpu_groups`, each half's row also has `cpu_ms`: the milliseconds of CPU per call each group
+    of processes spent over its peak run (where register's and start's cycles go)."""
     from stellar_sdk import Keypair as StellarKeypair
     from substrateinterface import Keypair as SubstrateKeypair
 
@@ -248,7 +255,9 @@ async def register_start(
 
         await closed_loop(register, 16, min(1.0, seconds / 4), budget=200)  # warm-up
         left = pool_size - len(registered) - len(failures)
+        split = cpu.Split(cpu_groups or {})
         reg_peak = await closed_loop(register, 16, seconds, budget=left * 3 // 5)
+        reg_cpu = split.per_request(reg_peak.requests)
         rate = max(1.0, reg_peak.qps / 2)
         left = pool_size - len(registered) - len(failures)
         reg_half = await open_loop(register, rate, min(seconds, left / rate))
@@ -277,11 +286,14 @@ async def register_start(
 
         # Half the signed ramps for the peak, the other half for latency at half that rate.
         half = len(signed) // 2
+        split = cpu.Split(cpu_groups or {})
         start_peak = await closed_loop(start, 16, seconds, budget=half)
+        start_cpu = split.per_request(start_peak.requests)
         rate = max(1.0, start_peak.qps / 2)
         start_half = await open_loop(start, rate, (len(signed) - half) / rate)
 
-    reg, sta = row(reg_peak, reg_half), row(start_peak, start_half)
+    reg: dict[str, Any] = row(reg_peak, reg_half)
+    sta: dict[str, Any] = row(start_peak, start_half)
     combined = {
         "qps": 1 / (1 / reg["qps"] + 1 / sta["qps"]) if reg["qps"] and sta["qps"] else 0.0,
         "p50_ms": reg["p50_ms"] + sta["p50_ms"],
@@ -290,6 +302,8 @@ async def register_start(
         "errors": reg["errors"] + sta["errors"],
         "start_retries_ramps_running": float(len(running_ids)),
     }
+    if cpu_groups:
+        reg["cpu_ms"], sta["cpu_ms"] = reg_cpu, start_cpu
     return combined, {"register": reg, "start": sta}
 
 
@@ -348,10 +362,11 @@ def _processor_process(database_url: str, owner: str, stop: object) -> None:
 
 async def phase_advance(
     database_url: str, seconds: float, window: float, workers: int | None = None
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, dict[str, float]]:
     """Ramps completed per second by one processor process per core, last-window rate /
-    first-window rate, and how many ramps were still due at the end (fewer than a window's
-    worth: it may have run dry in the last window, which then measured the seed)."""
+    first-window rate, how many ramps were still due at the end (fewer than a window's
+    worth: it may have run dry in the last window, which then measured the seed), and the cores
+    the processor processes and PostgreSQL kept busy over the measured time."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -373,6 +388,14 @@ async def phase_advance(
         process.start()
     await asyncio.sleep(3)  # let the processes import and connect before measuring
     start_count = completed()
+    pids = [p.pid for p in processes if p.pid is not None]
+    split = cpu.Split(
+        {
+            "processor": lambda: cpu.cpu_seconds(pids, descendants=False),
+            "postgres": lambda: cpu.cpu_seconds(cpu.postgres_pids(), descendants=False),
+        }
+    )
+    began = time.perf_counter()
     await asyncio.sleep(window)
     first = (completed() - start_count) / window
     await asyncio.sleep(max(0.0, seconds - 2 * window))
@@ -380,6 +403,7 @@ async def phase_advance(
     await asyncio.sleep(window)
     last = (completed() - before_last) / window
     total = (completed() - start_count) / seconds
+    cores = split.cores(time.perf_counter() - began)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         # The claim's own condition, leases aside (held ramps are due again once moved).
         row = conn.execute(
@@ -390,7 +414,7 @@ async def phase_advance(
     stop.set()
     for process in processes:
         process.join(timeout=30)
-    return total, (last / first if first else 0.0), due_left
+    return total, (last / first if first else 0.0), due_left, cores
 
 
 def cleanup(
