@@ -316,7 +316,7 @@ BATCH_SIZE = int(
 
 
 async def _drive_processor(database_url: str, owner: str, stop: threading.Event) -> None:
-    # Enough connections for both processors' batches: overflow connections are closed on
+    # Enough connections for the ramps in flight: overflow connections are closed on
     # return, and a new PostgreSQL backend per statement costs more than the statement.
     settings = ServiceSettings(database_url=database_url, db_pool_size=24)
     engine = create_engine(settings, "bench")
@@ -339,8 +339,7 @@ async def _drive_processor(database_url: str, owner: str, stop: threading.Event)
         loop.call_soon_threadsafe(done.set)
 
     threading.Thread(target=relay, daemon=True).start()
-    # Two processors per process: one claims while the other's batch finishes.
-    await asyncio.gather(processor.run_forever(done), processor.run_forever(done))
+    await processor.run_forever(done)  # as the worker runs it (ramp_service/worker/__main__.py)
     await direct.close()
     await engine.dispose()
 

@@ -50,6 +50,7 @@ def processor_config(settings: WorkerSettings) -> ProcessorConfig:
     )
     return ProcessorConfig(
         batch_size=settings.worker_batch_size,
+        max_in_flight=settings.worker_max_in_flight or None,
         poll_interval=timedelta(milliseconds=settings.worker_poll_interval_ms),
         phase_timeout=timedelta(seconds=settings.worker_phase_timeout_s),
         default_policy=default,

@@ -18,6 +18,9 @@ class WorkerSettings(RampSettings):
     # A claim of 32 shares each round trip and commit among up to 32 ramps' transitions
     # (10 claimed at a time: 364 no-op ramps/s on 2 cores; 32: see README "Performance").
     worker_batch_size: int = Field(32, ge=1, le=500, description="Ramps claimed per statement.")
+    # Ramps one worker drives at once; the next claim goes out when half is free, so a ramp
+    # stuck in a slow chain call holds only its own place (0: two batches' worth).
+    worker_max_in_flight: int = Field(0, ge=0, le=5000, description="Ramps driven at once.")
     worker_poll_interval_ms: int = Field(500, ge=10, le=60_000, description="Idle poll interval.")
     worker_lease_s: float = Field(30.0, ge=1, le=600, description="Lease length; heartbeat at 1/3.")
     worker_phase_timeout_s: float = Field(60.0, ge=1, description="Longest single handler run.")

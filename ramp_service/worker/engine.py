@@ -50,6 +50,8 @@ class ProcessorConfig:
     """Tuning of one processor."""
 
     batch_size: int = 10
+    # Ramps driven at once (None: two batches' worth); a claim goes out when half is free.
+    max_in_flight: int | None = None
     poll_interval: timedelta = timedelta(milliseconds=500)
     phase_timeout: timedelta = timedelta(seconds=60)
     default_policy: RetryPolicy = field(default_factory=RetryPolicy)
@@ -58,6 +60,11 @@ class ProcessorConfig:
     def policy(self, phase: str) -> RetryPolicy:
         """The retry policy of `phase`."""
         return self.policies.get(phase, self.default_policy)
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The most ramps one processor drives at a time."""
+        return self.max_in_flight or 2 * self.batch_size
 
 
 class PhaseProcessor:
@@ -78,24 +85,73 @@ class PhaseProcessor:
         self._metrics = metrics
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Claim and drive batches until `stop` is set; in-flight ramps finish their step."""
-        while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except DATABASE_DOWN as exc:
-                # The database is away: nothing was claimed (or the claim did not commit); the
-                # leases of anything claimed expire and other workers, or this one, go on later.
-                log.warning("database unavailable; retrying", extra={"error": str(exc)[:200]})
-                claimed = 0
-            if claimed == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._config.poll_interval.total_seconds())
+        """Claim and drive ramps until `stop` is set; ramps in flight then finish their run.
+
+        Claims are continuous, not batch after batch: up to `in_flight_limit` ramps are driven
+        at once and the next claim goes out as soon as half of that is free (or a whole batch,
+        if smaller). Waiting for a whole batch to finish before claiming again let one ramp
+        whose chain call ran to its timeout hold back every due ramp behind it. A claim that
+        finds fewer due ramps than it asked for means the queue is empty for now: the next
+        waits for the poll interval, or for every ramp in flight to finish (ramps that just
+        went on may be due at once), whichever comes first.
+        """
+        in_flight: set[asyncio.Future[None]] = set()
+        slot_freed, drained = asyncio.Event(), asyncio.Event()
+        drained.set()
+
+        def finished(task: asyncio.Future[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+            if not in_flight:
+                drained.set()
+
+        limit = self._config.in_flight_limit
+        threshold = max(1, min(self._config.batch_size, limit // 2))
+        try:
+            while not stop.is_set():
+                free = limit - len(in_flight)
+                if free < threshold:
+                    slot_freed.clear()
+                    await _first_of(stop, slot_freed)
+                    continue
+                asked = min(self._config.batch_size, free)
+                try:
+                    claims = await self._queue.claim_due(asked)
+                except DATABASE_DOWN as exc:
+                    # The database is away: nothing was claimed (or the claim did not commit);
+                    # the leases of anything claimed expire and this or another worker goes on.
+                    log.warning("database unavailable; retrying", extra={"error": str(exc)[:200]})
+                    claims = []
+                for claim in claims:
+                    task = asyncio.ensure_future(self._drive_reported(claim))
+                    in_flight.add(task)
+                    drained.clear()
+                    task.add_done_callback(finished)
+                if len(claims) < asked:
+                    wake = (stop, drained) if claims else (stop,)
+                    await _first_of(*wake, within=self._config.poll_interval.total_seconds())
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def run_once(self) -> int:
         """Claim one batch and drive every claimed ramp as far as it can go now."""
         claims = await self._queue.claim_due(self._config.batch_size)
         await asyncio.gather(*(self._drive(claim) for claim in claims))
         return len(claims)
+
+    async def _drive_reported(self, claim: Claim) -> None:
+        """`_drive`, on its own: what escapes it (recording a bug while the database is away)
+        is logged, as run_once's caller would see it, and the ramp is left to its next claim."""
+        try:
+            await self._drive(claim)
+        except DATABASE_DOWN as exc:
+            log.warning(
+                "database unavailable; ramp left for its next claim",
+                extra={"ramp_id": str(claim.ramp_id), "error": str(exc)[:200]},
+            )
+        except Exception:
+            log.exception("processor bug", extra={"ramp_id": str(claim.ramp_id)})
 
     async def _drive(self, claim: Claim) -> None:
         steps = asyncio.ensure_future(self._steps(claim))
@@ -389,3 +445,13 @@ class PhaseProcessor:
             self._metrics.reviews_after_abort.labels(reason="CLEANUP_ABANDONED").inc()
         error = ErrorEntry(claim.active_phase, "CLEANUP_ABANDONED", why, False)
         await self._queue.step_cleanup(claim, following, error)
+
+
+async def _first_of(*events: asyncio.Event, within: float | None = None) -> None:
+    """Return once any of `events` is set, or after `within` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

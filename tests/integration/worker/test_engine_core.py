@@ -676,3 +676,99 @@ def test_moves_and_releases_find_their_ramps_by_key_whatever_the_statistics_say(
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params))
     assert "Seq Scan on ramps" not in plan, plan
     assert "ramps_pkey" in plan, plan
+
+
+class Gate:
+    """Advances every ramp at once, but one ramp's first phase only once `opened` is set (a
+    chain call taking its full timeout, say)."""
+
+    def __init__(self, held: uuid.UUID) -> None:
+        self.held = held
+        self.opened = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def run(self, ctx: PhaseContext) -> Outcome:
+        if ctx.ramp.id == self.held and not self.opened.is_set():
+            self.waiting.set()
+            await self.opened.wait()
+        return Advance()
+
+
+def test_a_ramp_stuck_in_a_slow_call_does_not_hold_back_the_ramps_due_after_it(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    """Batches of two, four ramps in flight at most: while the first claimed ramp waits, the
+    ones due after it are claimed and finished (batch after batch, its batch never ended and
+    nothing more was claimed)."""
+    held = aio_loop.run(insert_running(sessions, clock.now - timedelta(seconds=5)))
+    gate = Gate(held)
+    queue = WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock)
+    phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
+    proc = PhaseProcessor(
+        queue,
+        RecordLoader(direct),
+        {p: gate for p in phases},
+        ProcessorConfig(batch_size=2, max_in_flight=4, poll_interval=timedelta(milliseconds=50)),
+        WorkerMetrics(),
+    )
+
+    async def scenario() -> tuple[list[str], str]:
+        stop = asyncio.Event()
+        runner = asyncio.ensure_future(proc.run_forever(stop))
+        try:
+            await asyncio.wait_for(gate.waiting.wait(), 10)
+            later = [await insert_running(sessions, clock.now) for _ in range(6)]
+            for _ in range(100):
+                statuses = [(await ramp_row(sessions, i)).status for i in later]
+                if statuses == ["COMPLETE"] * 6:
+                    break
+                await asyncio.sleep(0.1)
+            held_status = (await ramp_row(sessions, held)).status
+            gate.opened.set()
+            for _ in range(100):
+                if (await ramp_row(sessions, held)).status == "COMPLETE":
+                    break
+                await asyncio.sleep(0.1)
+            return statuses, held_status
+        finally:
+            gate.opened.set()
+            stop.set()
+            await runner
+
+    statuses, held_status = aio_loop.run(scenario())
+    assert statuses == ["COMPLETE"] * 6
+    assert held_status == "RUNNING"  # still in its slow call meanwhile
+    assert aio_loop.run(ramp_row(sessions, held)).status == "COMPLETE"
+
+
+def test_a_stop_lets_the_ramps_in_flight_finish(
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectPool,
+    clock: FakeClock,
+    aio_loop: LoopThread,
+) -> None:
+    held = aio_loop.run(insert_running(sessions, clock.now))
+    gate = Gate(held)
+    queue = WorkQueue(sessions, direct, "w1", timedelta(seconds=30), clock)
+    phases = [p.name for p in (*SELL_V1.phases, *SELL_V1.cleanup)]
+    proc = PhaseProcessor(
+        queue, RecordLoader(direct), {p: gate for p in phases}, ProcessorConfig(), WorkerMetrics()
+    )
+
+    async def scenario() -> bool:
+        stop = asyncio.Event()
+        runner = asyncio.ensure_future(proc.run_forever(stop))
+        await asyncio.wait_for(gate.waiting.wait(), 10)
+        stop.set()
+        await asyncio.sleep(0.3)
+        returned_early = runner.done()
+        gate.opened.set()
+        await asyncio.wait_for(runner, 10)
+        return returned_early
+
+    assert aio_loop.run(scenario()) is False  # it waited for the ramp in flight
+    row = aio_loop.run(ramp_row(sessions, held))
+    assert (row.status, row.lease_owner) == ("COMPLETE", None)
