@@ -98,7 +98,7 @@ def run(quick: bool) -> dict[str, Any]:
             for name in ("ramp", "quote", "devnet")
             if name in sut.pids
         }
-        groups["postgres"] = lambda: cpu.cpu_seconds(cpu.postgres_pids(), descendants=False)
+        groups["postgres"] = cpu.postgres_seconds
         groups["bench"] = lambda: cpu.cpu_seconds([os.getpid()], descendants=False)
         combined, halves = asyncio.run(
             workloads.register_start(

@@ -61,6 +61,11 @@ def postgres_pids() -> list[int]:
     return pids
 
 
+def postgres_seconds() -> float:
+    """CPU seconds used so far by the PostgreSQL server's current processes."""
+    return cpu_seconds(postgres_pids(), descendants=False)
+
+
 class Split:
     """CPU seconds per named group of processes over a window: `Split(groups)` starts it,
     `per_request(n)` ends it (milliseconds per request for each group). Each group is read by

@@ -391,7 +391,7 @@ async def phase_advance(
     split = cpu.Split(
         {
             "processor": lambda: cpu.cpu_seconds(pids, descendants=False),
-            "postgres": lambda: cpu.cpu_seconds(cpu.postgres_pids(), descendants=False),
+            "postgres": cpu.postgres_seconds,
         }
     )
     began = time.perf_counter()

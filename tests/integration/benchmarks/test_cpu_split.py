@@ -35,9 +35,7 @@ def test_a_child_burning_a_core_reads_as_one_core_and_an_idle_one_as_none() -> N
 
 def test_the_database_s_work_is_counted_in_the_postgres_group(pg_server_url: str) -> None:
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        split = cpu.Split(
-            {"postgres": lambda: cpu.cpu_seconds(cpu.postgres_pids(), descendants=False)}
-        )
+        split = cpu.Split({"postgres": cpu.postgres_seconds})
         began = time.perf_counter()
         conn.execute("SELECT count(*) FROM generate_series(1, 20000000)").fetchone()
         cores = split.cores(time.perf_counter() - began)

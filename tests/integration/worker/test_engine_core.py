@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bench.workloads import seed_running_ramps
 from ramp_service.db.models import PhaseEventRow, RampErrorRow, RampRow
 from ramp_service.domain.flows import SELL_V1, WATCH_LATE_DEPOSIT, PhaseSpec
 from ramp_service.domain.outcomes import Advance, Fail, Outcome, Retry, RetryPolicy, Wait
@@ -622,9 +623,7 @@ def test_a_sell_the_previous_release_timed_out_is_watched_by_this_one(
 @pytest.mark.parametrize("statement", ["move", "release"])
 def test_moves_and_releases_find_their_ramps_by_key_whatever_the_statistics_say(
     database_url: str,
-    sessions: async_sessionmaker[AsyncSession],
     clock: FakeClock,
-    aio_loop: LoopThread,
     statement: str,
     mode: str,
 ) -> None:
@@ -632,22 +631,8 @@ def test_moves_and_releases_find_their_ramps_by_key_whatever_the_statistics_say(
     processor's lease owner: the fenced write once scanned every ramp for it (a sequential scan
     per move, found with EXPLAIN on 5000 ramps) wherever that looked cheaper than a key lookup
     per moved ramp. Each write now names its ramps' keys."""
-    template = aio_loop.run(insert_running(sessions, clock.now))
+    seed_running_ramps(database_url, 5000)  # as the bench seeds them: SQL clones of one
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        columns = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'ramp'"
-                " AND table_name = 'ramps' AND column_name NOT IN ('id', 'quote_id')"
-            )
-        ]
-        cols = ", ".join(columns)
-        conn.execute(
-            f"INSERT INTO ramp.ramps (id, quote_id, {cols}) SELECT gen_random_uuid(),"
-            f" gen_random_uuid(), {cols} FROM ramp.ramps, generate_series(1, 4999)"
-            " WHERE id = %s",
-            [template],
-        )
         conn.execute("VACUUM ANALYZE ramp.ramps")
         rows = conn.execute("SELECT id, generation FROM ramp.ramps ORDER BY id LIMIT 32").fetchall()
         if statement == "move":
