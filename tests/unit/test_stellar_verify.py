@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from decimal import Decimal
 
 import pytest
 from stellar_sdk import Asset, Keypair, TransactionEnvelope
 
+from ramp_service.chains import stellar_bytes
 from ramp_service.chains.stellar import EPHEMERAL_START_SEQUENCE, StellarChain
 from service_kit.errors import InvalidInput
 
 NETWORK = "Pendulum Pay Devnet ; November 2026"
+NETWORK_ID = hashlib.sha256(NETWORK.encode()).digest()
 CHAIN = StellarChain("http://unused", NETWORK)
 EPHEMERAL = Keypair.random()
 ANCHOR = Keypair.random().public_key
@@ -69,6 +72,12 @@ def test_extra_signatures_are_dropped() -> None:
             lambda: TransactionEnvelope.from_xdr(issued_payment(), NETWORK).to_xdr(),
             "PRESIGNED_TX_BAD_SIGNATURE",
         ),
+        (
+            lambda: signed(CHAIN.build_merge(EPHEMERAL.public_key, 2, ANCHOR, [EURC], UNTIL)),
+            "PRESIGNED_TX_MISMATCH",
+        ),
+        (lambda: signed(issued_payment())[:-8], "PRESIGNED_TX_MALFORMED"),
+        (lambda: signed(issued_payment()) + "AAAA", "PRESIGNED_TX_MALFORMED"),
         (lambda: "bm90IHhkcg==", "PRESIGNED_TX_MALFORMED"),
         (lambda: "%%%", "PRESIGNED_TX_MALFORMED"),
     ],
@@ -80,13 +89,20 @@ def test_extra_signatures_are_dropped() -> None:
         "memo",
         "sequence",
         "unsigned",
+        "other-tx",
+        "cut",
+        "trailing",
         "not-xdr",
         "not-base64",
     ],
 )
 def test_tampering_is_rejected(tampered: object, reason: str) -> None:
+    """Refused with its reason, and by stellar-sdk: the byte reader (stellar_bytes) declines
+    every tampered envelope, so the reason is the SDK path's."""
+    issued, envelope = issued_payment(), tampered()  # type: ignore[operator]
+    assert stellar_bytes.verified(NETWORK_ID, issued, envelope, EPHEMERAL.public_key) is None
     with pytest.raises(InvalidInput) as exc:
-        CHAIN.verify_presigned(issued_payment(), tampered(), EPHEMERAL.public_key)  # type: ignore[operator]
+        CHAIN.verify_presigned(issued, envelope, EPHEMERAL.public_key)
     assert exc.value.reason == reason
 
 
